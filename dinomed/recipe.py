@@ -1,0 +1,84 @@
+"""Recipes: the root config that composes every section, YAML loading, the ``--quick`` profile and the catalogue.
+
+A recipe is a YAML file (``recipes/oct.yaml``) or a built-in name (``oct``). Loading order: recipe file, then
+the quick profile when asked (``recipes/profiles/quick.yaml``), then ``--set`` overrides, then validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dinomed.augment.config import AugmentConfig
+from dinomed.config import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml, option, to_dict
+from dinomed.data.config import DataConfig
+from dinomed.models.config import ModelConfig
+from dinomed.ssl.config import DINOConfig, OptimConfig, TrainConfig
+
+MODALITIES = ("oct", "endoscopy", "thermal", "natural")
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+PROFILES_DIR = RECIPES_DIR / "profiles"
+
+
+@dataclass
+class Recipe:
+    """Everything a run needs; each section lives next to the code that uses it."""
+
+    name: str = option("custom", "recipe name, used in run directory names")
+    description: str = option("", "one line shown by `dinomed recipes`")
+    modality: str = option("natural", "selects the augmentation preset and phantom", choices=MODALITIES)
+    data: DataConfig = option(default_factory=DataConfig)
+    augment: AugmentConfig = option(default_factory=AugmentConfig)
+    model: ModelConfig = option(default_factory=ModelConfig)
+    dino: DINOConfig = option(default_factory=DINOConfig)
+    optim: OptimConfig = option(default_factory=OptimConfig)
+    train: TrainConfig = option(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form, as written to a run's ``config.yaml``."""
+        return to_dict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """Resolve a recipe file path or a built-in name (``oct``) to a file."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    builtin = RECIPES_DIR / f"{Path(str(name_or_path)).stem}.yaml"
+    if path.suffix == "" and builtin.is_file():
+        return builtin
+    names = ", ".join(available_recipes()) or "none"
+    raise ConfigError(str(name_or_path), "", f"recipe not found; built-in recipes: {names}")
+
+
+def available_recipes() -> list[str]:
+    """Names of the built-in recipes."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def load_recipe(
+    recipe: str | Path | dict[str, Any] | Recipe,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    quick: bool = False,
+) -> Recipe:
+    """Load and validate a recipe: file/name/dict, then the quick profile, then ``KEY=VALUE`` overrides."""
+    if isinstance(recipe, Recipe):
+        data, source = recipe.to_dict(), "<recipe>"
+    elif isinstance(recipe, dict):
+        data, source = recipe, "<dict>"
+    else:
+        path = find_recipe(recipe)
+        data, source = load_yaml(path), str(path)
+    if quick:
+        data = deep_merge(data, load_yaml(PROFILES_DIR / "quick.yaml"))
+    if overrides:
+        data = apply_overrides(Recipe, data, list(overrides))
+        source = f"{source} (with --set overrides)"
+    return from_dict(Recipe, data, source=source)
