@@ -15,6 +15,8 @@ import yaml
 from dinomed.augment.config import AugmentConfig
 from dinomed.config import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml, option, to_dict
 from dinomed.data.config import DataConfig
+from dinomed.eval.config import EvalConfig
+from dinomed.finetune.config import FinetuneConfig
 from dinomed.models.config import ModelConfig
 from dinomed.ssl.config import DINOConfig, OptimConfig, TrainConfig
 
@@ -36,6 +38,8 @@ class Recipe:
     dino: DINOConfig = option(default_factory=DINOConfig)
     optim: OptimConfig = option(default_factory=OptimConfig)
     train: TrainConfig = option(default_factory=TrainConfig)
+    eval: EvalConfig = option(default_factory=EvalConfig)
+    finetune: FinetuneConfig = option(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, as written to a run's ``config.yaml``."""

@@ -5,11 +5,15 @@ from __future__ import annotations
 import sys
 
 from dinomed.cli import pretrain as _pretrain  # noqa: F401  (registers commands)
+from dinomed.cli import eval as _eval  # noqa: F401
+from dinomed.cli import finetune as _finetune  # noqa: F401
+from dinomed.cli import augment as _augment  # noqa: F401
+from dinomed.cli import datasets as _datasets  # noqa: F401
 from dinomed.cli.app import app, err_console
 from dinomed.config import ConfigError
 
 # Errors a user can act on: printed as one line, exit status 2, no traceback.
-USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, KeyError)
 
 
 def main(argv: list[str] | None = None) -> None:

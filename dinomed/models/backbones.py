@@ -1,8 +1,10 @@
-"""timm ViT backbones: one construction path, safetensors export and loading (no network access)."""
+"""timm ViT backbones: one construction path, safetensors export, and loading from any local source (no network)."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import timm
 import torch
 from safetensors.torch import load_file, save_file
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 BACKBONE_WEIGHTS = "backbone.safetensors"
@@ -97,3 +100,177 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") ->
         raise ValueError(f"{weights}: weights do not match {spec.arch}; missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.dinomed_spec = spec  # type: ignore[attr-defined]
     return model
+
+
+# ------------------------------------------------------------------------------------------------ any source
+RANDOM = "random"
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+# Wrappers official DINO/DINOv2 and dinomed training checkpoints put around the backbone weights; the
+# teacher comes first because DINO evaluates (and we export) the teacher.
+_WRAPPERS = ("teacher", "model", "state_dict", "student", "module")
+_PREFIXES = ("module.", "backbone.", "encoder.")
+# Keys that exist in SSL checkpoints but not in a classifier-free timm ViT.
+_DROPPED = re.compile(r"^(mask_token|head\.|fc_norm\.|pre_logits\.|dino_head\.|ibot_head\.|last_layer\.)")
+_SIZE_BY_WIDTH = {192: "tiny", 384: "small", 768: "base", 1024: "large", 1536: "giant2"}
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file (safetensors, or a torch file read with ``weights_only=True``).
+
+    Raises ``ValueError`` naming the file when it is not a checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: backbone checkpoint not found")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any parse failure means "not a checkpoint"
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {err}); expected safetensors or a "
+            f"torch state dict ({', '.join(CHECKPOINT_SUFFIXES)})"
+        ) from None
+    return _unwrap(state, path)
+
+
+def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Descend through ``teacher``/``model``/``state_dict`` wrappers to the dict of tensors."""
+    while isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        inner = next((state[k] for k in _WRAPPERS if isinstance(state.get(k), dict)), None)
+        if inner is None:
+            raise ValueError(f"{path}: no tensors found; top-level keys {sorted(state)[:10]} "
+                             f"(expected weights or one of the wrappers {list(_WRAPPERS)})")
+        state = inner
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict (got {type(state).__name__})")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def to_timm_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename DINO / DINOv2 / dinomed checkpoint keys to timm ViT names.
+
+    Strips ``module.``/``backbone.`` prefixes (DDP and the DINO ``MultiCropWrapper``), flattens DINOv2's
+    chunked blocks (``blocks.0.3.`` -> ``blocks.3.``), renames DINOv2 ``register_tokens`` (moving the CLS
+    position embedding into the CLS token, as timm's ``no_embed_class`` models expect) and drops heads and
+    the iBOT ``mask_token``. DINOv2's ``blocks.N.ls1.gamma`` already matches timm's layer-scale names.
+    """
+    if any(k.startswith("backbone.") or k.startswith("module.backbone.") for k in state):
+        state = {k: v for k, v in state.items() if "backbone." in k}  # drop DINO heads next to the backbone
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        if _DROPPED.match(key):
+            continue
+        key = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", key) if re.match(r"^blocks\.\d+\.\d+\.", key) else key
+        key = "reg_token" if key == "register_tokens" else key
+        out[key] = value
+    if "reg_token" in out and "pos_embed" in out and "cls_token" in out:
+        # DINOv2 with registers adds the first position embedding to CLS; timm's reg models carry no
+        # position embedding for prefix tokens, so fold it into the CLS token (as timm's converter does).
+        out["cls_token"] = out["cls_token"] + out["pos_embed"][:, :1]
+        out["pos_embed"] = out["pos_embed"][:, 1:]
+    return out
+
+
+def guess_arch(state: dict[str, torch.Tensor]) -> str:
+    """timm architecture name for a (timm-keyed) ViT state dict, from its width, patch size and layer scale."""
+    if "patch_embed.proj.weight" not in state:
+        raise ValueError("cannot infer the architecture: no 'patch_embed.proj.weight' (is this a ViT?); pass --arch")
+    width, _, patch, _ = state["patch_embed.proj.weight"].shape
+    size = _SIZE_BY_WIDTH.get(width)
+    if size is None:
+        raise ValueError(f"cannot infer the architecture of a ViT with width {width}; pass --arch")
+    if "blocks.0.ls1.gamma" in state:
+        reg = "_reg4" if "reg_token" in state else ""
+        return f"vit_{size}_patch{patch}{reg}_dinov2"
+    return f"vit_{size}_patch{patch}_224"
+
+
+def _adapt_in_chans(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """RGB -> grayscale sums the RGB filters (a gray image is R=G=B); gray -> RGB splits one filter in three."""
+    have = weight.shape[1]
+    if have == in_chans:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    if have == 1:
+        return weight.repeat(1, in_chans, 1, 1) / in_chans
+    raise ValueError(f"cannot adapt a {have}-channel patch embedding to {in_chans} channels")
+
+
+def fit_to_model(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> dict[str, torch.Tensor]:
+    """Adapt input channels and position-embedding grid to ``model``, then check every key and shape.
+
+    Raises ``ValueError`` naming ``source`` and the keys that are missing, unexpected or of another shape.
+    """
+    state = dict(state)
+    target = model.state_dict()
+    if "patch_embed.proj.weight" in state:
+        state["patch_embed.proj.weight"] = _adapt_in_chans(state["patch_embed.proj.weight"], model.patch_embed.proj.in_channels)
+    pos = state.get("pos_embed")
+    if pos is not None and "pos_embed" in target and pos.shape != target["pos_embed"].shape:
+        prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+        old = int(math.isqrt(pos.shape[1] - prefix))
+        if old * old == pos.shape[1] - prefix and pos.shape[-1] == target["pos_embed"].shape[-1]:
+            state["pos_embed"] = resample_abs_pos_embed(
+                pos, new_size=list(model.patch_embed.grid_size), old_size=[old, old], num_prefix_tokens=prefix
+            )
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+              for k in sorted(set(state) & set(target)) if state[k].shape != target[k].shape]
+    if missing or unexpected or shapes:
+        arch = getattr(getattr(model, "dinomed_spec", None), "arch", type(model).__name__)
+        parts = [f"missing {missing[:6]}{' ...' if len(missing) > 6 else ''}" if missing else "",
+                 f"unexpected {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}" if unexpected else "",
+                 f"shape mismatch {shapes[:4]}" if shapes else ""]
+        raise ValueError(f"{source}: weights do not fit architecture '{arch}' "
+                         f"({'; '.join(p for p in parts if p)}); pass the matching --arch")
+    return state
+
+
+def resolve_backbone(
+    source: str | Path, *, arch: str | None = None, in_chans: int = 3, img_size: int = 224
+) -> tuple[nn.Module, BackboneSpec]:
+    """A timm ViT from anywhere local: ``"random"``, a dinomed pretrain run dir / export folder, or a
+    checkpoint file (timm, official DINO / DINOv2, dinomed ``checkpoints/last.pt``). Never touches the network.
+
+    Input channels and position embeddings are adapted to ``in_chans`` / ``img_size``.
+
+    Example:
+        >>> model, spec = resolve_backbone("runs/endoscopy-1", in_chans=3, img_size=224)
+        >>> model, spec = resolve_backbone("dino_deitsmall16_pretrain.pth", in_chans=1)
+    """
+    text = str(source)
+    if text == RANDOM:
+        model, spec = create_backbone(arch or "vit_small_patch16_224", in_chans=in_chans, img_size=img_size)
+        spec.meta["source"] = RANDOM
+        return model, spec
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: backbone not found (expected '{RANDOM}', a pretrain run dir, an "
+                                f"export folder or a checkpoint file {', '.join(CHECKPOINT_SUFFIXES)})")
+    spec_arch, extra = arch, {}
+    if path.is_dir() or path.with_name(BACKBONE_SPEC).is_file():
+        weights, spec_path = _locate(path)
+        stored = BackboneSpec.from_json(spec_path)
+        spec_arch = arch or stored.arch
+        extra = {k: v for k, v in stored.kwargs.items() if k not in ("in_chans", "img_size", "num_classes")}
+    else:
+        weights = path
+    state = to_timm_keys(read_state_dict(weights))
+    spec_arch = spec_arch or guess_arch(state)
+    model, spec = create_backbone(spec_arch, in_chans=in_chans, img_size=img_size)
+    if extra:
+        spec = BackboneSpec(spec_arch, {**spec.kwargs, **extra})
+        model = timm.create_model(spec_arch, pretrained=False, **spec.kwargs)
+    model.dinomed_spec = spec  # type: ignore[attr-defined]
+    model.load_state_dict(fit_to_model(state, model, str(weights)))
+    spec.meta["source"] = str(weights)
+    return model, spec

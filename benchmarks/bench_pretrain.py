@@ -1,0 +1,192 @@
+"""Pretraining benchmark: does DINO learn on the demo budget, and how fast is our step?
+
+Three measurements, each printed as a table and appended to ``benchmarks/results/pretrain.md``:
+
+1. **Learning**: the README demo run (``oct`` recipe, ``--quick``, OCT phantom) and then kNN top-1 (k=20, T=0.07,
+   cosine, teacher CLS) on held-out phantom patients, pretrained backbone vs the same architecture at random init.
+2. **Step throughput** of the demo config: images/s of the optimisation step alone (synthetic crops, no loader)
+   and the fraction of this machine's fp32 matmul peak it reaches (FLOPs counted by torch's FlopCounterMode).
+3. **Peer comparison** on LightlyTrain's CPU config (ViT-Ti/16, batch 16, 2x224 + 6x96, out 65536): our step vs
+   a loop of lightly 1.6's DINOProjectionHead + DINOLoss + momentum update on the same timm backbone, timed side
+   by side in this process (skipped with a note when lightly is not installed:
+   ``pip install -c constraints.txt -r benchmarks/requirements-peers.txt``).
+
+Usage: ``python benchmarks/bench_pretrain.py [--skip-learning] [--steps 8]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch.utils.flop_counter import FlopCounterMode
+
+from dinomed.eval.features import extract_features
+from dinomed.eval.knn import knn_classify
+from dinomed.models.backbones import create_backbone, load_backbone
+from dinomed.recipe import Recipe, load_recipe
+from dinomed.ssl.trainer import DINOTrainer, pretrain
+
+RESULTS = Path(__file__).resolve().parent / "results" / "pretrain.md"
+PEER_CONFIG = [
+    "model.arch=vit_tiny_patch16_224", "model.out_dim=65536", "model.hidden_dim=2048", "model.drop_path_rate=0.0",
+    "augment.global_size=224", "augment.local_crops=6", "augment.local_size=96", "train.batch_size=16",
+    "data.phantom.count=64", "data.phantom.size=[224,224]", "data.num_workers=0",
+]
+console = Console()
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    """Measured fp32 matmul rate of this machine in GFLOP/s (the ceiling a ViT step can approach)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def synthetic_crops(recipe: Recipe) -> list[torch.Tensor]:
+    aug, b, c = recipe.augment, recipe.train.batch_size, recipe.data.channels
+    crops = [torch.randn(b, c, aug.global_size, aug.global_size) for _ in range(aug.global_crops)]
+    return crops + [torch.randn(b, c, aug.local_size, aug.local_size) for _ in range(aug.local_crops)]
+
+
+def time_steps(step: Callable[[], object], steps: int, warmup: int = 2) -> float:
+    """Seconds per call, after warm-up."""
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def our_step(recipe: Recipe, tmp: Path) -> tuple[Callable[[], object], DINOTrainer]:
+    trainer = DINOTrainer(recipe, tmp, console=Console(quiet=True))
+    crops = synthetic_crops(recipe)
+    trainer.student.train()
+    return (lambda: trainer.train_step(crops)), trainer
+
+
+def lightly_step(recipe: Recipe) -> Callable[[], object] | None:
+    """A loop of lightly 1.6's head + loss + momentum update, on the same timm backbone and crops."""
+    try:
+        from lightly.loss import DINOLoss as LightlyDINOLoss
+        from lightly.models.modules import DINOProjectionHead as LightlyHead
+        from lightly.models.utils import deactivate_requires_grad, update_momentum
+    except ImportError:
+        return None
+    backbone, _ = create_backbone(recipe.model.arch, in_chans=recipe.data.channels, img_size=recipe.augment.global_size)
+    head = LightlyHead(backbone.num_features, recipe.model.hidden_dim, recipe.model.bottleneck_dim, recipe.model.out_dim)
+    student = torch.nn.Sequential(backbone, head)
+    teacher = copy.deepcopy(student)
+    deactivate_requires_grad(teacher)
+    criterion = LightlyDINOLoss(output_dim=recipe.model.out_dim, warmup_teacher_temp_epochs=0)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    crops = synthetic_crops(recipe)
+    n_global = recipe.augment.global_crops
+
+    def step() -> None:
+        update_momentum(student, teacher, m=0.996)
+        with torch.no_grad():
+            teacher_out = [teacher(view) for view in crops[:n_global]]
+        student_out = [student(view) for view in crops]
+        loss = criterion(teacher_out, student_out, epoch=0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def step_flops(step: Callable[[], object]) -> float:
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def learning(console: Console) -> Table:
+    """Demo pretrain, then kNN of its teacher vs random init on held-out phantom patients."""
+    start = time.perf_counter()
+    run = pretrain("oct", ["train.output_dir=runs/bench", "train.run_name=null"], quick=True, console=console)
+    minutes = (time.perf_counter() - start) / 60
+    recipe = load_recipe(run.run_dir / "config.yaml")
+    trained = load_backbone(run.run_dir)
+    random_init, _ = create_backbone(recipe.model.arch, in_chans=recipe.data.channels, img_size=recipe.augment.global_size)
+    table = Table(title=f"kNN on held-out OCT phantom patients (k=20, T=0.07), demo run {minutes:.1f} min")
+    for column in ("backbone", "top-1", "balanced acc."):
+        table.add_column(column)
+    for name, model in (("dinomed pretrained (demo)", trained), ("random init", random_init)):
+        result = knn_eval(model, recipe)
+        table.add_row(name, f"{result['top1']:.3f}", f"{result['balanced_accuracy']:.3f}")
+    return table
+
+
+def knn_eval(model: torch.nn.Module, recipe: Recipe) -> dict[str, float]:
+    from dinomed.data.phantoms import PhantomDataset
+
+    size = tuple(recipe.data.phantom.size)
+    train = PhantomDataset("oct", 512, size, seed=1)
+    test = PhantomDataset("oct", 256, size, seed=2)  # other seed: other simulated patients
+    train_feats, train_labels = extract_features(model, train, recipe.modality, recipe.augment.global_size)
+    test_feats, test_labels = extract_features(model, test, recipe.modality, recipe.augment.global_size)
+    return knn_classify(train_feats, train_labels, test_feats, test_labels, k=20, temperature=0.07)
+
+
+def throughput(recipe: Recipe, label: str, tmp: Path, steps: int, peak: float, peers: bool) -> list[list[str]]:
+    images = recipe.train.batch_size
+    ours, trainer = our_step(recipe, tmp)
+    flops = step_flops(ours)
+    rows = []
+    sec = time_steps(ours, steps)
+    rows.append([label, "dinomed", f"{images / sec:.2f}", f"{flops / sec / 1e9:.1f}", f"{flops / sec / 1e9 / peak:.0%}", "1.00x"])
+    if peers:
+        theirs = lightly_step(recipe)
+        if theirs is None:
+            rows.append([label, "lightly 1.6 (not installed)", "-", "-", "-", "-"])
+        else:
+            sec_l = time_steps(theirs, steps)
+            rows.append([label, "lightly 1.6 head+loss loop", f"{images / sec_l:.2f}", f"{flops / sec_l / 1e9:.1f}",
+                         f"{flops / sec_l / 1e9 / peak:.0%}", f"{sec_l / sec:.2f}x slower" if sec_l > sec else f"{sec / sec_l:.2f}x faster"])
+    del trainer
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
+    parser.add_argument("--skip-learning", action="store_true", help="only the throughput tables")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    tmp = Path("runs/bench-throughput")
+    tmp.mkdir(parents=True, exist_ok=True)
+    peak = matmul_peak()
+    table = Table(title=f"DINO step throughput (fp32 matmul peak measured: {peak:.0f} GFLOP/s)")
+    for column in ("config", "implementation", "img/s", "GFLOP/s", "% of peak", "vs dinomed"):
+        table.add_column(column)
+    demo = load_recipe("oct", ["data.num_workers=0"], quick=True)
+    for row in throughput(demo, "demo: ViT-Ti 2x112+4x48, K=4096, b16", tmp, args.steps, peak, peers=True):
+        table.add_row(*row)
+    peer = load_recipe("endoscopy", PEER_CONFIG, quick=True)
+    for row in throughput(peer, "LightlyTrain CPU: ViT-Ti 2x224+6x96, K=65536, b16", tmp, args.steps, peak, peers=True):
+        table.add_row(*row)
+    tables = [table] if args.skip_learning else [learning(console), table]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    record = Console(record=True, width=140)
+    for t in tables:
+        console.print(t)
+        record.print(t)
+    RESULTS.write_text(f"# bench_pretrain ({time.strftime('%Y-%m-%d %H:%M')})\n\n```\n{record.export_text()}```\n", encoding="utf-8")
+    console.print(f"written {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Grouped, stratified train/val/test splits and a label-scarce labelled subset, saved to a reusable JSON file.
+
+Images of one patient (OCT), video sequence (endoscopy) or volume are strongly correlated; letting them span
+train and test inflates every metric (patient-level leakage, see Yagis et al., Sci. Rep. 11, 22544, 2021). So
+whole groups are assigned to splits, stratified by class as far as whole groups allow, and the labelled subset
+(the few labels a clinic can afford) is drawn from the train split only.
+
+Example::
+
+    splits = make_splits(dataset, val=0.15, test=0.2, labelled=50, seed=0)
+    splits.save("splits.json")                      # later runs: Splits.load("splits.json", dataset)
+    train_labelled = dataset.subset(splits["labelled"])
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dinomed.data.config import DataConfig
+from dinomed.data.datasets import record_key
+from dinomed.data.readers import DataError
+from dinomed.data.records import ImageDataset
+
+SPLIT_NAMES = ("train", "val", "test")
+FORMAT = "dinomed-splits/1"
+
+
+@dataclass
+class Splits(Mapping[str, list[int]]):
+    """Dataset indices per split (``train``, ``val``, ``test``) and the ``labelled`` subset of train.
+
+    Reads as a mapping (``splits["val"]``); ``paths``/``groups`` are the dataset's item keys and groups, kept so a
+    saved file can be checked against the dataset it is loaded for.
+    """
+
+    train: list[int]
+    val: list[int]
+    test: list[int]
+    labelled: list[int]
+    paths: list[str] = field(repr=False)
+    groups: list[str] = field(repr=False)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> list[int]:
+        if name not in (*SPLIT_NAMES, "labelled"):
+            raise KeyError(f"unknown split '{name}'; valid splits are {[*SPLIT_NAMES, 'labelled']}")
+        return getattr(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((*SPLIT_NAMES, "labelled"))
+
+    def __len__(self) -> int:
+        return len(SPLIT_NAMES) + 1
+
+    def save(self, path: str | Path) -> Path:
+        """Write indices, item paths and groups and the parameters as JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        items = [{"index": i, "path": p, "group": g} for i, (p, g) in enumerate(zip(self.paths, self.groups))]
+        data = {"format": FORMAT, "params": self.params, "splits": {name: self[name] for name in self}, "items": items}
+        path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, dataset: ImageDataset) -> Splits:
+        """Read a split file, checking it lists exactly ``dataset``'s items (same paths and groups, same order)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(path, "split file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DataError(path, f"split file is not valid JSON ({err})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise DataError(path, f"not a dinomed split file (expected format '{FORMAT}')")
+        paths, groups = [item["path"] for item in data["items"]], [item["group"] for item in data["items"]]
+        _check_matches(path, paths, groups, dataset)
+        return cls(**{name: list(data["splits"][name]) for name in (*SPLIT_NAMES, "labelled")},
+                   paths=paths, groups=groups, params=data["params"])
+
+
+def _check_matches(path: Path, paths: list[str], groups: list[str], dataset: ImageDataset) -> None:
+    current = [record_key(r) for r in dataset.records]
+    if len(paths) != len(current):
+        raise DataError(path, f"split file lists {len(paths)} items but the dataset has {len(current)}; "
+                        "the data changed — delete the split file to make new splits")
+    for i, (saved, now) in enumerate(zip(paths, current)):
+        if saved != now:
+            raise DataError(path, f"item {i} is '{saved}' in the split file but '{now}' in the dataset; "
+                            "the data changed — delete the split file to make new splits")
+    for i, (saved, now) in enumerate(zip(groups, dataset.groups())):
+        if saved != now:
+            raise DataError(path, f"item {i} ({paths[i]}) has group '{saved}' in the split file but '{now}' now")
+
+
+def _assign_groups(members: dict[str, list[int]], labels: list[Any], fractions: dict[str, float],
+                   rng: random.Random) -> dict[str, list[str]]:
+    """Greedy stratified assignment: largest groups first, each to the split where it least increases the squared
+    gap to the target class counts (per class, relative) and split size."""
+    totals = Counter(labels)
+    wanted = [name for name in SPLIT_NAMES if fractions[name] > 0]
+    counts = {name: Counter() for name in wanted}
+    sizes = dict.fromkeys(wanted, 0)
+    order = list(members)
+    rng.shuffle(order)
+    order.sort(key=lambda g: -len(members[g]))  # stable: equal sizes keep the seeded order
+    assigned: dict[str, list[str]] = {name: [] for name in wanted}
+    n = len(labels)
+
+    def gap_increase(name: str, add: Counter, size: int) -> float:
+        grow = lambda have, extra, total: ((have + extra - fractions[name] * total) ** 2  # noqa: E731
+                                           - (have - fractions[name] * total) ** 2) / total**2
+        return sum(grow(counts[name][c], k, totals[c]) for c, k in add.items()) + grow(sizes[name], size, n)
+
+    for group in order:
+        group_counts = Counter(labels[i] for i in members[group])
+        best = min(wanted, key=lambda name: gap_increase(name, group_counts, len(members[group])))
+        assigned[best].append(group)
+        counts[best].update(group_counts)
+        sizes[best] += len(members[group])
+    for name in wanted:  # every asked-for split gets at least one group
+        if not assigned[name]:
+            donor = max(wanted, key=lambda s: len(assigned[s]))
+            smallest = min(assigned[donor], key=lambda g: len(members[g]))
+            assigned[donor].remove(smallest)
+            assigned[name].append(smallest)
+    return assigned
+
+
+def _per_class_budget(available: dict[Any, list[int]], labelled: int | float) -> dict[Any, int]:
+    """Images to label per class: a fraction of each class, or N spread in proportion (>= 1 each when N allows)."""
+    if isinstance(labelled, float):
+        return {c: min(len(idx), max(1, round(labelled * len(idx)))) for c, idx in available.items()}
+    base = {c: 1 if labelled >= len(available) else 0 for c in available}
+    rest = labelled - sum(base.values())
+    room = {c: len(idx) - base[c] for c, idx in available.items()}
+    shares = {c: rest * room[c] / sum(room.values()) for c in available}
+    budget = {c: base[c] + int(shares[c]) for c in available}
+    by_remainder = sorted(available, key=lambda c: shares[c] - int(shares[c]), reverse=True)
+    for c in by_remainder[: labelled - sum(budget.values())]:
+        budget[c] += 1
+    return budget
+
+
+def _annotated(dataset: ImageDataset) -> list[bool]:
+    """Whether each item has a target: a class label or, for segmentation / depth sets, a mask or depth map."""
+    return [r.label is not None or r.mask is not None or r.depth is not None for r in dataset.records]
+
+
+def _labelled_subset(train: list[int], labels: list[Any], annotated: list[bool], labelled: int | float | None,
+                     rng: random.Random) -> list[int]:
+    candidates = [i for i in train if annotated[i]]
+    if labelled is None:
+        return sorted(candidates)
+    if isinstance(labelled, bool) or labelled <= 0:
+        raise ValueError(f"labelled budget must be a positive count or a fraction in (0, 1], got {labelled!r}")
+    if isinstance(labelled, float) and labelled > 1:
+        raise ValueError(f"labelled fraction must be in (0, 1], got {labelled}; give an integer for a count of images")
+    if isinstance(labelled, int) and labelled > len(candidates):
+        raise ValueError(f"labelled budget {labelled} is larger than the {len(candidates)} labelled images of the "
+                         "train split (with a label, mask or depth); lower it or the val/test fractions")
+    by_class: dict[Any, list[int]] = {}
+    for i in candidates:
+        by_class.setdefault(labels[i], []).append(i)
+    if not by_class:
+        raise ValueError("the train split has no image with a label, mask or depth to draw the labelled subset from")
+    budget = _per_class_budget(by_class, labelled)
+    return sorted(i for c in sorted(by_class, key=str) for i in rng.sample(by_class[c], budget[c]))
+
+
+def make_splits(
+    dataset: ImageDataset, val: float = 0.15, test: float = 0.2, labelled: int | float | None = None, seed: int = 0
+) -> Splits:
+    """Grouped, class-stratified train/val/test split of ``dataset`` plus a labelled subset of train.
+
+    Args:
+        dataset: any :class:`ImageDataset`; its ``groups()`` (patient / sequence / volume) are never split.
+        val, test: fractions of images (approximate: whole groups move together); 0 leaves a split empty.
+        labelled: an int N = N labelled train images spread over classes in proportion (>= 1 per class when N
+            allows), a float in (0, 1] = that fraction of each class, ``None`` = every labelled train image.
+            "Labelled" means a class label, or a mask / depth map for segmentation and depth sets.
+        seed: the result is a pure function of the dataset's labels/groups and the arguments.
+    """
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise ValueError(f"val and test must be fractions in [0, 1) leaving a train split, got val={val}, test={test}")
+    labels, groups = dataset.labels(), dataset.groups()
+    members: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    fractions = {"train": 1 - val - test, "val": val, "test": test}
+    wanted = [name for name in SPLIT_NAMES if fractions[name] > 0]
+    if len(members) < len(wanted):
+        raise ValueError(f"{len(members)} group(s) cannot fill {len(wanted)} splits ({', '.join(wanted)}): a group "
+                         "(patient / sequence) never spans two splits; set val or test to 0 or add data")
+    rng = random.Random(seed)
+    assigned = _assign_groups(members, labels, fractions, rng)
+    parts = {name: sorted(i for g in assigned.get(name, []) for i in members[g]) for name in SPLIT_NAMES}
+    chosen = _labelled_subset(parts["train"], labels, _annotated(dataset), labelled, rng)
+    params = {"val": val, "test": test, "labelled": labelled, "seed": seed}
+    return Splits(**parts, labelled=chosen, paths=[record_key(r) for r in dataset.records], groups=groups, params=params)
+
+
+def splits_for(dataset: ImageDataset, cfg: DataConfig) -> Splits:
+    """The recipe's splits: reuse ``cfg.split_file`` when it exists (checked), else make them and write it."""
+    params = {"val": cfg.val_fraction, "test": cfg.test_fraction, "labelled": cfg.labelled, "seed": cfg.split_seed}
+    if cfg.split_file and Path(cfg.split_file).is_file():
+        splits = Splits.load(cfg.split_file, dataset)
+        if splits.params != params:
+            raise DataError(cfg.split_file, f"split file was made with {splits.params} but the recipe asks for {params}; "
+                            "delete the file or point data.split_file elsewhere")
+        return splits
+    splits = make_splits(dataset, cfg.val_fraction, cfg.test_fraction, cfg.labelled, cfg.split_seed)
+    if cfg.split_file:
+        splits.save(cfg.split_file)
+    return splits

@@ -1,0 +1,210 @@
+"""kNN and linear-probe evaluation of a frozen backbone on a recipe's data, over grouped train/val/test splits.
+
+This is the API behind ``dinomed eval knn|linear``: resolve the backbone (an exported file, a run directory, a
+module, or ``"random"`` for the random-init baseline of the recipe's architecture), build the recipe's dataset and
+grouped splits (no patient / sequence in two splits), read the cached features, then classify. kNN uses the train
+split as its memory bank; the linear probe picks its learning rate on val. Both score val and test.
+
+Example:
+    >>> result = dinomed.evaluate("runs/oct-1", method="knn")
+    >>> result.metrics["test"]["balanced_accuracy"]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dinomed.data.records import ImageDataset
+from dinomed.eval.config import EvalConfig
+from dinomed.eval.features import Features, Transform, cached_features
+from dinomed.eval.knn import effective_k, knn_classify
+from dinomed.eval.linear import linear_probe
+from dinomed.eval.metrics import classification_metrics
+from dinomed.models.backbones import create_backbone, load_backbone
+from dinomed.recipe import Recipe, load_recipe
+from dinomed.runs import CONFIG_FILE
+
+METHODS = ("knn", "linear")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class EvalResult:
+    """Scores per evaluated split (``val``, ``test``) with the settings that produced them."""
+
+    method: str
+    backbone: str
+    recipe: str
+    class_names: list[str]
+    split_sizes: dict[str, int]
+    metrics: dict[str, dict[str, Any]]
+    params: dict[str, Any]
+    cache_file: str = ""
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        return path
+
+
+def resolve_recipe(
+    backbone: str | Path | nn.Module, recipe: str | Path | Recipe | None, overrides: Sequence[str], quick: bool
+) -> Recipe:
+    """The recipe given, else the ``config.yaml`` of the run directory the backbone came from."""
+    if recipe is None:
+        config = Path(str(backbone)) / CONFIG_FILE if not isinstance(backbone, nn.Module) else None
+        if config is None or not config.is_file():
+            raise ValueError(
+                f"no recipe given and backbone '{backbone}' is not a run directory with a {CONFIG_FILE}; "
+                "pass --recipe NAME (the recipe names the data and the architecture)"
+            )
+        recipe = config
+    return load_recipe(recipe, list(overrides), quick=quick)
+
+
+def resolve_backbone(backbone: str | Path | nn.Module, recipe: Recipe) -> tuple[nn.Module, str]:
+    """``(model, label)``: ``"random"`` builds the recipe's architecture with seed ``train.seed`` (the baseline
+    every pretrained number should beat); anything else is loaded as a dinomed export or run dir."""
+    if isinstance(backbone, nn.Module):
+        return backbone, type(backbone).__name__
+    if str(backbone) == "random":
+        torch.manual_seed(recipe.train.seed)
+        model, _ = create_backbone(
+            recipe.model.arch, in_chans=recipe.data.channels, img_size=recipe.augment.global_size
+        )
+        return model, f"random init {recipe.model.arch} (seed {recipe.train.seed})"
+    return load_backbone(backbone), str(backbone)
+
+
+def _split_indices(dataset: ImageDataset, recipe: Recipe) -> dict[str, list[int]]:
+    from dinomed.data.splits import splits_for
+
+    return dict(splits_for(dataset, recipe.data))
+
+
+def evaluate_features(
+    features: Features,
+    splits: dict[str, Sequence[int]],
+    class_names: list[str],
+    method: str,
+    config: EvalConfig,
+    *,
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """``(metrics per split, params)`` for ``method`` on already extracted features."""
+    if method not in METHODS:
+        raise ValueError(f"unknown evaluation method '{method}'; valid methods are {list(METHODS)}")
+    parts = {name: features.select(splits.get(name, [])) for name in SPLITS}
+    if (parts["train"].labels < 0).any():
+        raise ValueError("the train split has unlabelled images; kNN and the linear probe need a label per image")
+    scored = [name for name in ("val", "test") if len(parts[name].labels)]
+    if not scored:
+        raise ValueError("both the val and the test split are empty: nothing to evaluate on")
+    num_classes = len(class_names)
+    if method == "knn":
+        k = effective_k(config.knn_k, len(parts["train"].labels))
+        train_x = parts["train"].vectors(False)
+        predictions = {
+            name: knn_classify(train_x, parts["train"].labels, parts[name].vectors(False), k=k,
+                               T=config.knn_temperature, num_classes=num_classes)
+            for name in scored
+        }
+        params: dict[str, Any] = {"k": k, "k_requested": config.knn_k, "temperature": config.knn_temperature, "features": "cls"}
+    else:
+        pool = config.avgpool_patches
+        sets = {name: (parts[name].vectors(pool), parts[name].labels) for name in SPLITS}
+        probe = linear_probe(
+            sets["train"], sets["val"], sets["test"], num_classes, lrs=config.linear_lrs,
+            epochs=config.linear_epochs, batch_size=config.linear_batch_size,
+            weight_decay=config.linear_weight_decay, seed=seed,
+        )
+        predictions = {"val": probe.val_predictions, "test": probe.test_predictions}
+        params = {"best_lr": probe.best_lr, "lr_sweep_val_balanced_accuracy": {str(k): v for k, v in probe.sweep.items()},
+                  "epochs": config.linear_epochs, "features": "cls+avgpool" if pool else "cls"}
+    metrics = {
+        name: classification_metrics(predictions[name], parts[name].labels, class_names)
+        for name in scored
+    }
+    return metrics, params
+
+
+def evaluate(
+    backbone: str | Path | nn.Module,
+    recipe: str | Path | Recipe | None = None,
+    method: str = "knn",
+    overrides: Sequence[str] = (),
+    *,
+    quick: bool = False,
+    dataset: ImageDataset | None = None,
+    splits: dict[str, Sequence[int]] | None = None,
+    transform: Transform | None = None,
+    out: str | Path | None = None,
+) -> EvalResult:
+    """kNN (``method="knn"``) or linear probe (``"linear"``) of ``backbone`` on the recipe's data.
+
+    ``dataset``/``splits``/``transform`` default to the recipe's dataset, its grouped splits and the modality's
+    eval transform at ``augment.global_size``. The result is written to ``out`` when given, else to
+    ``<run_dir>/eval/<method>.json`` when the backbone is a run directory (where ``dinomed report`` finds it).
+    """
+    from dinomed.ssl.trainer import resolve_device
+
+    if method not in METHODS:
+        raise ValueError(f"unknown evaluation method '{method}'; valid methods are {list(METHODS)}")
+    recipe_obj = resolve_recipe(backbone, recipe, overrides, quick)
+    model, label = resolve_backbone(backbone, recipe_obj)
+    if dataset is None:
+        from dinomed.data.datasets import build_dataset
+
+        dataset = build_dataset(recipe_obj.data, recipe_obj.modality)
+    if not dataset.class_names:
+        raise ValueError(f"the {recipe_obj.name} dataset has no class labels; kNN / linear evaluation needs labels")
+    splits = splits if splits is not None else _split_indices(dataset, recipe_obj)
+    if transform is None:
+        from dinomed.augment import build_eval_transform
+
+        transform = build_eval_transform(recipe_obj.modality, recipe_obj.augment.global_size, recipe_obj.data.channels)
+    transform_id = f"eval:{recipe_obj.modality}:{recipe_obj.augment.global_size}:{recipe_obj.data.channels}"
+    cfg = recipe_obj.eval
+    feats, cache_file, was_cached = cached_features(
+        model, dataset, transform, transform_id, cache_dir=cfg.cache_dir, batch_size=cfg.batch_size,
+        device=resolve_device(recipe_obj.train.device), num_workers=recipe_obj.data.num_workers,
+    )
+    metrics, params = evaluate_features(feats, splits, list(dataset.class_names), method, cfg, seed=recipe_obj.train.seed)
+    result = EvalResult(
+        method=method, backbone=label, recipe=recipe_obj.name, class_names=list(dataset.class_names),
+        split_sizes={name: len(splits.get(name, [])) for name in SPLITS}, metrics=metrics, params=params,
+        cache_file=str(cache_file), cached=was_cached,
+    )
+    target = out if out is not None else _run_eval_file(backbone, method)
+    if target is not None:
+        result.save(target)
+    return result
+
+
+def _run_eval_file(backbone: str | Path | nn.Module, method: str) -> Path | None:
+    if isinstance(backbone, nn.Module) or str(backbone) == "random":
+        return None
+    run_dir = Path(backbone)
+    return run_dir / "eval" / f"{method}.json" if (run_dir / CONFIG_FILE).is_file() else None
+
+
+def knn_eval(backbone: str | Path | nn.Module, recipe: str | Path | Recipe | None = None, **kwargs: Any) -> EvalResult:
+    """Weighted kNN (k=20, T=0.07 by default; ``eval.knn_k`` / ``eval.knn_temperature``). See :func:`evaluate`."""
+    return evaluate(backbone, recipe, "knn", **kwargs)
+
+
+def linear_eval(backbone: str | Path | nn.Module, recipe: str | Path | Recipe | None = None, **kwargs: Any) -> EvalResult:
+    """Linear probe with a learning-rate sweep chosen on val (``eval.linear_*``). See :func:`evaluate`."""
+    return evaluate(backbone, recipe, "linear", **kwargs)

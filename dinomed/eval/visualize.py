@@ -1,0 +1,181 @@
+"""Attention-map and patch-PCA pictures of a backbone on images, files or a recipe's dataset (PNG).
+
+The API behind ``dinomed attention`` and ``dinomed pca`` and the report's image grids. Images go through the
+modality's eval transform (the model's input size and normalisation) and are shown denormalised.
+
+Example:
+    >>> out = dinomed.attention_maps("runs/endo-1", "frames/", "attention/")   # PNGs + Jaccard when masks exist
+    >>> dinomed.pca_maps("runs/endo-1", "frames/", "pca/")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dinomed.data.records import ImageDataset
+from dinomed.eval.attention import jaccard_summary, last_block_attention, mask_jaccards, mass_masks, upsample
+from dinomed.eval.evaluate import resolve_backbone, resolve_recipe
+from dinomed.eval.features import Transform, vit_tokens
+from dinomed.eval.pca import patch_pca
+from dinomed.recipe import Recipe
+from dinomed.report.figures import attention_figure, pca_figure
+from dinomed.report.plots import to_png
+
+
+@dataclass
+class AttentionOutput:
+    """PNG files written and, when the images have masks, Jaccard of the 60 %-mass masks vs ground truth."""
+
+    files: list[Path] = field(default_factory=list)
+    jaccard: dict[str, Any] | None = None
+
+
+def input_dataset(inputs: str | Path, recipe: Recipe) -> ImageDataset:
+    """An image file or a folder of images as a dataset read by the recipe's data settings (channels ...)."""
+    from dinomed.data.datasets import build_dataset
+
+    path = Path(inputs)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such image file or folder")
+    root = path if path.is_dir() else path.parent
+    data = dataclasses.replace(recipe.data, source="folder", root=str(root), manifest=None)
+    dataset = build_dataset(data, recipe.modality)
+    if path.is_file():
+        keep = [i for i, r in enumerate(dataset.records) if Path(r.image).resolve() == path.resolve()]
+        if not keep:
+            raise ValueError(f"{path}: not read as an image by the {recipe.modality} folder reader")
+        dataset = dataset.subset(keep)
+    return dataset
+
+
+def prepare_inputs(
+    backbone: str | Path | nn.Module,
+    inputs: str | Path | ImageDataset | None,
+    recipe: str | Path | Recipe | None,
+    overrides: Sequence[str],
+    quick: bool,
+) -> tuple[nn.Module, str, Recipe, ImageDataset, Transform]:
+    """``(model in eval mode, its label, recipe, dataset, eval transform)`` for the picture functions."""
+    from dinomed.augment import build_eval_transform
+
+    recipe_obj = resolve_recipe(backbone, recipe, overrides, quick)
+    model, label = resolve_backbone(backbone, recipe_obj)
+    if isinstance(inputs, ImageDataset):
+        dataset = inputs
+    elif inputs is None:
+        from dinomed.data.datasets import build_dataset
+
+        dataset = build_dataset(recipe_obj.data, recipe_obj.modality)
+    else:
+        dataset = input_dataset(inputs, recipe_obj)
+    transform = build_eval_transform(recipe_obj.modality, recipe_obj.augment.global_size, recipe_obj.data.channels)
+    return model.eval(), label, recipe_obj, dataset, transform
+
+
+def _display(image: torch.Tensor, modality: str) -> np.ndarray:
+    from dinomed.augment import denormalize
+
+    return denormalize(image, modality).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+@torch.no_grad()
+def attention_pngs(
+    model: nn.Module, dataset: ImageDataset, transform: Transform, modality: str, *, keep: float = 0.6,
+    count: int = 4, label: str = "",
+) -> tuple[list[bytes], dict[str, Any] | None]:
+    """One attention figure per image (first ``count``) and, when the images have masks, the Jaccard summary."""
+    pngs: list[bytes] = []
+    scores: list[list[float]] = []
+    unions: list[float] = []
+    for index in range(min(count, len(dataset))):
+        sample = dataset[index]
+        mask = sample.get("mask")
+        out = transform(sample["image"], mask=mask) if mask is not None else transform(sample["image"])
+        image = out["image"].unsqueeze(0)
+        attention = last_block_attention(model, image)
+        maps = upsample(attention, image.shape[-2:])[0]
+        masks = upsample(mass_masks(attention, keep), image.shape[-2:])[0]
+        truth = (torch.as_tensor(out["mask"]) > 0) if mask is not None else None
+        heads_j = None
+        if truth is not None:
+            heads_j, union = mask_jaccards(masks, truth)
+            scores.append(heads_j)
+            unions.append(union)
+        name = Path(str(sample.get("meta", {}).get("path", f"image {index}"))).name
+        figure = attention_figure(
+            _display(image[0], modality), maps.numpy(), masks.numpy(),
+            truth=None if truth is None else truth.numpy(), jaccards=heads_j,
+            title=f"{label} — {name} — last-block CLS attention, masks keep {keep:.0%} of the mass",
+        )
+        pngs.append(to_png(figure))
+    return pngs, jaccard_summary(scores, unions, keep) if scores else None
+
+
+def attention_maps(
+    backbone: str | Path | nn.Module,
+    inputs: str | Path | ImageDataset | None,
+    out_dir: str | Path,
+    recipe: str | Path | Recipe | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    quick: bool = False,
+    count: int = 8,
+    keep: float | None = None,
+) -> AttentionOutput:
+    """Write ``attention_<i>.png`` for the first ``count`` images of ``inputs`` (file, folder, dataset, or the
+    recipe's data when ``None``); ``keep`` defaults to ``eval.attention_keep`` (0.6)."""
+    model, label, recipe_obj, dataset, transform = prepare_inputs(backbone, inputs, recipe, overrides, quick)
+    keep = recipe_obj.eval.attention_keep if keep is None else keep
+    pngs, summary = attention_pngs(model, dataset, transform, recipe_obj.modality, keep=keep, count=count, label=label)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for index, png in enumerate(pngs):
+        files.append(out / f"attention_{index:03d}.png")
+        files[-1].write_bytes(png)
+    return AttentionOutput(files, summary)
+
+
+@torch.no_grad()
+def pca_png(
+    model: nn.Module, dataset: ImageDataset, transform: Transform, modality: str, *, count: int = 8,
+    foreground_threshold: float | None = None, label: str = "",
+) -> bytes:
+    """One grid: the first ``count`` images and their jointly fitted patch-PCA colouring."""
+    images = torch.stack([transform(dataset[i]["image"])["image"] for i in range(min(count, len(dataset)))])
+    if images.shape[0] == 0:
+        raise ValueError("no images to show: the input dataset is empty")
+    _, patches = vit_tokens(model.eval(), images)
+    colours = patch_pca(patches, foreground_threshold)
+    figure = pca_figure([_display(im, modality) for im in images], [c.numpy() for c in colours],
+                        title=f"{label} — patch features, PCA components 1-3 as RGB")
+    return to_png(figure)
+
+
+def pca_maps(
+    backbone: str | Path | nn.Module,
+    inputs: str | Path | ImageDataset | None,
+    out_dir: str | Path,
+    recipe: str | Path | Recipe | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    quick: bool = False,
+    count: int = 8,
+    foreground_threshold: float | None = None,
+) -> Path:
+    """Write ``pca.png`` (DINOv2-style PCA of patch features) for the first ``count`` images of ``inputs``."""
+    model, label, recipe_obj, dataset, transform = prepare_inputs(backbone, inputs, recipe, overrides, quick)
+    png = pca_png(model, dataset, transform, recipe_obj.modality, count=count,
+                  foreground_threshold=foreground_threshold, label=label)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pca.png").write_bytes(png)
+    return out / "pca.png"

@@ -1,0 +1,1 @@
+"""Run reports: collapse-diagnostic plots and the self-contained HTML report of a pretraining run."""

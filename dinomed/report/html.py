@@ -1,0 +1,226 @@
+"""``dinomed report RUN_DIR``: one self-contained HTML file describing a pretraining run.
+
+Everything is inline (CSS, PNGs as base64 data URIs), so the file opens offline, attaches to an e-mail and
+archives with the run. Sections: resolved config, training curves, collapse diagnostics with the monitor's
+verdict, kNN / linear-probe results (``eval/*.json`` written by ``dinomed eval``), attention maps and patch PCA of a
+few samples (computed from the exported backbone), and fine-tuning metrics when the run has them. A run with
+pieces missing (killed early, never evaluated) still gets a report that shows what exists and lists the rest.
+
+Example:
+    >>> report = build_report("runs/oct-1")
+    >>> report.path, report.missing
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dinomed.report.plots import collapse_figure, to_png, training_figure, verdict_line
+from dinomed.runs import CONFIG_FILE, METRICS_FILE, read_metrics
+
+REPORT_FILE = "report.html"
+SECTIONS = ("summary", "config", "training", "collapse", "evaluation", "attention", "pca", "finetune")
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em} img{max-width:100%;border:1px solid #eee}
+table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th{background:#f0f0f0} td:first-child,th:first-child{text-align:left} .missing{color:#a33} .verdict{font-weight:bold}
+"""
+
+
+@dataclass
+class Report:
+    """Where the HTML went, which sections have content and what is missing (with the reason)."""
+
+    path: Path
+    present: list[str] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+def png_img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return html.escape("—" if value is None else str(value))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _eval_html(result: dict[str, Any]) -> str:
+    """Scores per split and per-class recall of one ``eval/<method>.json``."""
+    splits = list(result.get("metrics", {}))
+    rows = [["top-1"] + [result["metrics"][s]["top1"] for s in splits],
+            ["balanced accuracy"] + [result["metrics"][s]["balanced_accuracy"] for s in splits]]
+    for name in result.get("class_names", []):
+        rows.append([f"recall {name}"] + [result["metrics"][s]["per_class_recall"].get(name) for s in splits])
+    params = ", ".join(f"{k}={v}" for k, v in result.get("params", {}).items() if not isinstance(v, dict))
+    sizes = ", ".join(f"{k} {v}" for k, v in result.get("split_sizes", {}).items())
+    title = f"{result.get('method', '?')} — backbone {result.get('backbone', '?')}"
+    return (f"<h3>{html.escape(title)}</h3><p>{html.escape(params)}; split sizes: {html.escape(sizes)}</p>"
+            + _table(["metric"] + splits, rows))
+
+
+class _Builder:
+    """Collects sections; a section function returns HTML or raises :class:`_Missing` with the reason."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.parts: list[str] = []
+        self.present: list[str] = []
+        self.missing: dict[str, str] = {}
+
+    def add(self, key: str, title: str, render: Callable[[], str]) -> None:
+        try:
+            body = render()
+            self.present.append(key)
+        except _Missing as why:
+            self.missing[key] = str(why)
+            body = f'<p class="missing">Missing: {html.escape(str(why))}</p>'
+        self.parts.append(f'<section id="{key}"><h2>{html.escape(title)}</h2>{body}</section>')
+
+
+class _Missing(Exception):
+    """A report section whose inputs are not in the run directory."""
+
+
+def _records(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        raise _Missing(f"no {METRICS_FILE} in {run_dir}")
+    records = read_metrics(path)
+    if not records:
+        raise _Missing(f"{path} holds no records yet (the run stopped before its first log step)")
+    return records
+
+
+def _summary(run_dir: Path) -> str:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise _Missing(f"no summary.json in {run_dir} (the run has not finished)")
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    return _table(["key", "value"], [[k, v] for k, v in summary.items()])
+
+
+def _config(run_dir: Path) -> str:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise _Missing(f"no {CONFIG_FILE} in {run_dir}")
+    return f"<pre>{html.escape(path.read_text(encoding='utf-8'))}</pre>"
+
+
+def _training(run_dir: Path) -> str:
+    return png_img(to_png(training_figure(_records(run_dir))), "training curves")
+
+
+def _collapse(run_dir: Path) -> str:
+    records = _records(run_dir)
+    line = html.escape(verdict_line(records))
+    return f'<p class="verdict">{line}</p>' + png_img(to_png(collapse_figure(records)), "collapse diagnostics")
+
+
+def _evaluation(run_dir: Path) -> str:
+    files = sorted((run_dir / "eval").glob("*.json"))
+    results = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+    results = [r for r in results if "metrics" in r]
+    if not results:
+        raise _Missing(f"no kNN / linear results in {run_dir / 'eval'}; run `dinomed eval knn --backbone {run_dir}`")
+    return "".join(_eval_html(r) for r in results)
+
+
+def _finetune(run_dir: Path) -> str:
+    files = [run_dir / "metrics.json"] if (run_dir / "metrics.json").is_file() else []
+    files += sorted(run_dir.glob("finetune/*/metrics.json"))
+    if not files:
+        raise _Missing(f"no fine-tuning metrics.json in {run_dir} or {run_dir / 'finetune'}/*/")
+    parts = []
+    for path in files:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        rows = [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))]
+        parts.append(f"<h3>{html.escape(str(path.relative_to(run_dir)))}</h3>" + _table(["metric", "value"], rows))
+        curves = path.with_name(METRICS_FILE)
+        if curves.is_file() and read_metrics(curves):
+            try:
+                parts.append(png_img(to_png(training_figure(read_metrics(curves))), "fine-tuning curves"))
+            except ValueError:
+                pass  # fine-tune logs without loss/lr columns: the table above is the whole story
+    return "".join(parts)
+
+
+class _Pictures:
+    """Attention and PCA grids share one loaded backbone, dataset and transform (built once, on first use)."""
+
+    def __init__(self, run_dir: Path, samples: int) -> None:
+        self.run_dir, self.samples = run_dir, samples
+        self._loaded: tuple[Any, ...] | None = None
+
+    def _load(self) -> tuple[Any, ...]:
+        if self._loaded is None:
+            if not (self.run_dir / "export" / "backbone.safetensors").is_file():
+                raise _Missing(f"no exported backbone in {self.run_dir / 'export'} (the run has not finished)")
+            from dinomed.eval.visualize import prepare_inputs
+
+            try:
+                self._loaded = prepare_inputs(self.run_dir, None, None, (), False)
+            except FileNotFoundError as err:  # the recipe's data lives on another machine
+                raise _Missing(f"cannot read the run's images: {err}") from None
+        return self._loaded
+
+    def attention(self) -> str:
+        from dinomed.eval.visualize import attention_pngs
+
+        model, label, recipe, dataset, transform = self._load()
+        pngs, summary = attention_pngs(model, dataset, transform, recipe.modality, keep=recipe.eval.attention_keep,
+                                       count=self.samples, label=label)
+        text = ""
+        if summary is not None:
+            text = (f"<p>Jaccard vs ground-truth masks ({summary['num_images']} images): best head "
+                    f"{summary['best_head']} = {summary['best_head_jaccard']:.3f}, union = "
+                    f"{summary['union_jaccard']:.3f}</p>")
+        return text + "".join(png_img(p, f"attention {i}") for i, p in enumerate(pngs))
+
+    def pca(self) -> str:
+        from dinomed.eval.visualize import pca_png
+
+        model, label, recipe, dataset, transform = self._load()
+        return png_img(pca_png(model, dataset, transform, recipe.modality, count=self.samples, label=label), "PCA")
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, *, samples: int = 4) -> Report:
+    """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise NotADirectoryError(f"{run_dir}: not a run directory")
+    builder = _Builder(run_dir)
+    pictures = _Pictures(run_dir, samples)
+    builder.add("summary", "Run summary", lambda: _summary(run_dir))
+    builder.add("config", "Resolved config", lambda: _config(run_dir))
+    builder.add("training", "Training curves", lambda: _training(run_dir))
+    builder.add("collapse", "Collapse diagnostics", lambda: _collapse(run_dir))
+    builder.add("evaluation", "kNN and linear probe", lambda: _evaluation(run_dir))
+    builder.add("attention", "Attention maps (last block, CLS token)", pictures.attention)
+    builder.add("pca", "Patch-feature PCA", pictures.pca)
+    builder.add("finetune", "Fine-tuning", lambda: _finetune(run_dir))
+    missing = "".join(f"<li><a href='#{k}'>{html.escape(k)}</a>: {html.escape(v)}</li>" for k, v in builder.missing.items())
+    missing_html = f'<section id="missing"><h2>Missing pieces</h2><ul>{missing}</ul></section>' if missing else ""
+    title = f"dinomed report — {run_dir.name}"
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<p>{html.escape(str(run_dir.resolve()))}</p>{missing_html}{''.join(builder.parts)}</body></html>")
+    path = Path(out) if out is not None else run_dir / REPORT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return Report(path, builder.present, builder.missing)

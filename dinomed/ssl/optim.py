@@ -1,0 +1,75 @@
+"""Optimiser helpers of DINO pretraining, with the reference's semantics (facebookresearch/dino ``utils.py``).
+
+* :func:`param_groups`: weight decay only on matrices; biases and 1-D (norm) parameters are not decayed.
+* :func:`clip_gradients`: each parameter's gradient norm is clipped to ``clip`` on its own, not the global norm.
+* :func:`cancel_last_layer_gradients`: the head's last layer is frozen for the first epochs, which the paper found
+  stabilises the start of training (Caron et al. 2021, App. "freezing the last layer").
+
+Example:
+    >>> optimizer = torch.optim.AdamW(param_groups(student))
+    >>> clip_gradients(student, 3.0); cancel_last_layer_gradients(student.head, epoch, freeze_last_layer=1)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["param_groups", "clip_gradients", "cancel_last_layer_gradients"]
+
+
+def _is_regularized(name: str, param: torch.Tensor) -> bool:
+    return not name.endswith(".bias") and param.ndim > 1
+
+
+def param_groups(*modules: nn.Module) -> list[dict]:
+    """Trainable parameters in two AdamW groups marked ``regularized`` True / False (the latter with wd 0).
+
+    The trainer sets the scheduled weight decay on the ``regularized`` group only. Parameters shared between
+    modules appear once; frozen parameters (``requires_grad=False``) are left out.
+    """
+    seen: set[int] = set()
+    groups: dict[bool, list[torch.Tensor]] = {True: [], False: []}
+    for module in modules:
+        for name, param in module.named_parameters():
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            groups[_is_regularized(name, param)].append(param)
+    if not seen:
+        raise ValueError("param_groups: the given module(s) have no trainable parameters")
+    out = [{"params": groups[True], "regularized": True}]
+    if groups[False]:
+        out.append({"params": groups[False], "regularized": False, "weight_decay": 0.0})
+    return out
+
+
+@torch.no_grad()
+def clip_gradients(model: nn.Module, clip: float) -> list[float]:
+    """Scale each gradient whose L2 norm exceeds ``clip`` down to ``clip``; returns the norms before clipping.
+
+    Same rule as the reference (``coef = clip / (norm + 1e-6)``, applied when below 1), computed with fused
+    ``torch._foreach`` kernels and a single device-to-host transfer for the norms.
+    """
+    if clip <= 0:
+        raise ValueError(f"clip_gradients: clip must be > 0 (0 disables clipping in optim.clip_grad), got {clip}")
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return []
+    norms = torch.stack([n.float() for n in torch._foreach_norm(grads, 2.0)])
+    coefs = (clip / (norms + 1e-6)).clamp(max=1.0)
+    torch._foreach_mul_(grads, [c.to(g.dtype) for c, g in zip(coefs.unbind(), grads)])
+    return norms.tolist()
+
+
+def cancel_last_layer_gradients(head: nn.Module, epoch: int, freeze_last_layer: int) -> None:
+    """Drop the gradients of parameters named ``*last_layer*`` while ``epoch < freeze_last_layer``.
+
+    Gradients are set to ``None`` (as the reference), not zero: AdamW skips parameters without a gradient, whereas
+    a zero gradient would still let weight decay and stale Adam moments move the frozen layer.
+    """
+    if epoch >= freeze_last_layer:
+        return
+    for name, param in head.named_parameters():
+        if "last_layer" in name:
+            param.grad = None

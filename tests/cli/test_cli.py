@@ -1,0 +1,48 @@
+"""Command line: one-line actionable errors, recipe catalogue, python -m entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from dinomed.cli import main
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out = capsys.readouterr()
+    return info.value.code or 0, out.out, out.err
+
+
+def test_unknown_override_key_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["pretrain", "--recipe", "recipes/oct.yaml", "--set", "bogus.key=1"], capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "bogus" in lines[0] and "unknown key" in lines[0]
+
+
+def test_typo_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["pretrain", "--recipe", "oct", "--set", "optim.lrr=1"], capsys)
+    assert code == 2 and "did you mean 'optim.lr'" in err
+
+
+def test_pretrain_needs_recipe_or_resume(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["pretrain"], capsys)
+    assert code == 2 and "--recipe" in err
+
+
+def test_recipes_lists_and_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["recipes"])
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in ("oct", "endoscopy", "thermal"))
+    main(["recipes", "thermal"])
+    shown = capsys.readouterr().out
+    assert "modality: thermal" in shown and "out_dim: 65536" in shown
+
+
+def test_python_dash_m_entry_point() -> None:
+    done = subprocess.run([sys.executable, "-m", "dinomed", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "pretrain" in done.stdout
