@@ -17,7 +17,6 @@ Usage: ``python benchmarks/bench_pretrain.py [--skip-learning] [--steps 8]``.
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +26,11 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
+from dinomed.augment.multicrop import build_eval_transform
+from dinomed.data.phantoms import PHANTOM_CLASSES, PhantomDataset
 from dinomed.eval.features import extract_features
 from dinomed.eval.knn import knn_classify
+from dinomed.eval.metrics import balanced_accuracy
 from dinomed.models.backbones import create_backbone, load_backbone
 from dinomed.recipe import Recipe, load_recipe
 from dinomed.ssl.trainer import DINOTrainer, pretrain
@@ -84,10 +86,13 @@ def lightly_step(recipe: Recipe) -> Callable[[], object] | None:
         from lightly.models.utils import deactivate_requires_grad, update_momentum
     except ImportError:
         return None
-    backbone, _ = create_backbone(recipe.model.arch, in_chans=recipe.data.channels, img_size=recipe.augment.global_size)
-    head = LightlyHead(backbone.num_features, recipe.model.hidden_dim, recipe.model.bottleneck_dim, recipe.model.out_dim)
-    student = torch.nn.Sequential(backbone, head)
-    teacher = copy.deepcopy(student)
+    def network() -> torch.nn.Module:
+        backbone, _ = create_backbone(recipe.model.arch, in_chans=recipe.data.channels, img_size=recipe.augment.global_size)
+        m = recipe.model
+        return torch.nn.Sequential(backbone, LightlyHead(backbone.num_features, m.hidden_dim, m.bottleneck_dim, m.out_dim))
+
+    student, teacher = network(), network()  # lightly's old-style weight_norm head cannot be deep-copied
+    teacher.load_state_dict(student.state_dict())
     deactivate_requires_grad(teacher)
     criterion = LightlyDINOLoss(output_dim=recipe.model.out_dim, warmup_teacher_temp_epochs=0)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
@@ -131,14 +136,14 @@ def learning(console: Console) -> Table:
 
 
 def knn_eval(model: torch.nn.Module, recipe: Recipe) -> dict[str, float]:
-    from dinomed.data.phantoms import PhantomDataset
-
+    """kNN top-1 on OCT phantom patients never seen in pretraining (other generator seeds)."""
     size = tuple(recipe.data.phantom.size)
-    train = PhantomDataset("oct", 512, size, seed=1)
-    test = PhantomDataset("oct", 256, size, seed=2)  # other seed: other simulated patients
-    train_feats, train_labels = extract_features(model, train, recipe.modality, recipe.augment.global_size)
-    test_feats, test_labels = extract_features(model, test, recipe.modality, recipe.augment.global_size)
-    return knn_classify(train_feats, train_labels, test_feats, test_labels, k=20, temperature=0.07)
+    transform = build_eval_transform("oct", recipe.augment.global_size, recipe.data.channels)
+    train = extract_features(model, PhantomDataset("oct", 512, size, seed=101), transform)
+    test = extract_features(model, PhantomDataset("oct", 256, size, seed=102), transform)
+    preds = knn_classify(train.cls, train.labels, test.cls, k=20, T=0.07, num_classes=len(PHANTOM_CLASSES["oct"]))
+    return {"top1": (preds == test.labels).float().mean().item(),
+            "balanced_accuracy": balanced_accuracy(preds, test.labels)}
 
 
 def throughput(recipe: Recipe, label: str, tmp: Path, steps: int, peak: float, peers: bool) -> list[list[str]]:

@@ -19,6 +19,7 @@ from dinomed.eval.config import EvalConfig
 from dinomed.finetune.config import FinetuneConfig
 from dinomed.models.config import ModelConfig
 from dinomed.ssl.config import DINOConfig, OptimConfig, TrainConfig
+from dinomed.tune.config import TuneConfig
 
 MODALITIES = ("oct", "endoscopy", "thermal", "natural")
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -40,6 +41,7 @@ class Recipe:
     train: TrainConfig = option(default_factory=TrainConfig)
     eval: EvalConfig = option(default_factory=EvalConfig)
     finetune: FinetuneConfig = option(default_factory=FinetuneConfig)
+    tune: TuneConfig = option(default_factory=TuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, as written to a run's ``config.yaml``."""

@@ -3,6 +3,7 @@
 Public API (imported lazily, so reading a recipe does not load the image backend)::
 
     from dinomed.augment import build_multicrop, MultiCropDataset, build_eval_transform, denormalize
+    from dinomed.augment import build_paired_transform  # fine-tuning: image + mask/depth moved together
     from dinomed.augment import register_modality, get_preset, available_modalities, Op
 """
 
@@ -25,6 +26,8 @@ _EXPORTS = {
     "build_multicrop": "dinomed.augment.multicrop",
     "build_eval_transform": "dinomed.augment.multicrop",
     "denormalize": "dinomed.augment.multicrop",
+    "PairedTransform": "dinomed.augment.paired",
+    "build_paired_transform": "dinomed.augment.paired",
     "save_preview": "dinomed.augment.preview",
     "augment_preview": "dinomed.augment.preview",
 }

@@ -7,6 +7,7 @@ import sys
 from dinomed.cli import pretrain as _pretrain  # noqa: F401  (registers commands)
 from dinomed.cli import eval as _eval  # noqa: F401
 from dinomed.cli import finetune as _finetune  # noqa: F401
+from dinomed.cli import tune as _tune  # noqa: F401
 from dinomed.cli import augment as _augment  # noqa: F401
 from dinomed.cli import datasets as _datasets  # noqa: F401
 from dinomed.cli.app import app, err_console

@@ -219,3 +219,27 @@ def splits_for(dataset: ImageDataset, cfg: DataConfig) -> Splits:
     if cfg.split_file:
         splits.save(cfg.split_file)
     return splits
+
+
+def grouped_folds(groups: list[str], k: int, seed: int = 0) -> list[int]:
+    """Fold index (0..k-1) of every item, whole groups per fold (scikit-learn's ``GroupKFold`` assignment).
+
+    Cross-validation inside a labelled subset must keep a patient / sequence in one fold for the same leakage
+    reason as :func:`make_splits`. Groups go largest first (seeded order among equal sizes) to the fold holding
+    the fewest items so far, which balances fold sizes.
+    """
+    members: dict[str, int] = Counter(groups)
+    if k < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {k}")
+    if k > len(members):
+        raise ValueError(f"{k} folds need at least {k} groups (patients / sequences), but the labelled subset has "
+                         f"{len(members)}; lower the folds (tune.folds) or label more groups")
+    order = sorted(members)
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda g: -members[g])  # stable: equal sizes keep the seeded order
+    sizes, fold_of = [0] * k, {}
+    for group in order:
+        fold = min(range(k), key=lambda f: sizes[f])
+        fold_of[group] = fold
+        sizes[fold] += members[group]
+    return [fold_of[g] for g in groups]

@@ -86,16 +86,29 @@ def _display(image: torch.Tensor, modality: str) -> np.ndarray:
     return denormalize(image, modality).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
+def spread_indices(size: int, count: int) -> list[int]:
+    """``count`` indices evenly spaced over a dataset of ``size``: video sets list frames in order, so the first few
+    would be near-copies of one scene."""
+    count = min(count, size)
+    return [i * size // count for i in range(count)]
+
+
+def _sample_name(sample: dict[str, Any], index: int) -> str:
+    """File name of a sample for figure titles; non-file sources (``phantom://oct/0/3``) keep their whole id."""
+    path = str(sample.get("meta", {}).get("path", f"image {index}"))
+    return path if "://" in path else Path(path).name
+
+
 @torch.no_grad()
 def attention_pngs(
     model: nn.Module, dataset: ImageDataset, transform: Transform, modality: str, *, keep: float = 0.6,
     count: int = 4, label: str = "",
 ) -> tuple[list[bytes], dict[str, Any] | None]:
-    """One attention figure per image (first ``count``) and, when the images have masks, the Jaccard summary."""
+    """One attention figure per image (``count`` spread over the dataset) and, when the images have masks, the Jaccard summary."""
     pngs: list[bytes] = []
     scores: list[list[float]] = []
     unions: list[float] = []
-    for index in range(min(count, len(dataset))):
+    for index in spread_indices(len(dataset), count):
         sample = dataset[index]
         mask = sample.get("mask")
         out = transform(sample["image"], mask=mask) if mask is not None else transform(sample["image"])
@@ -109,7 +122,7 @@ def attention_pngs(
             heads_j, union = mask_jaccards(masks, truth)
             scores.append(heads_j)
             unions.append(union)
-        name = Path(str(sample.get("meta", {}).get("path", f"image {index}"))).name
+        name = _sample_name(sample, index)
         figure = attention_figure(
             _display(image[0], modality), maps.numpy(), masks.numpy(),
             truth=None if truth is None else truth.numpy(), jaccards=heads_j,
@@ -130,7 +143,7 @@ def attention_maps(
     count: int = 8,
     keep: float | None = None,
 ) -> AttentionOutput:
-    """Write ``attention_<i>.png`` for the first ``count`` images of ``inputs`` (file, folder, dataset, or the
+    """Write ``attention_<i>.png`` for ``count`` images spread over ``inputs`` (file, folder, dataset, or the
     recipe's data when ``None``); ``keep`` defaults to ``eval.attention_keep`` (0.6)."""
     model, label, recipe_obj, dataset, transform = prepare_inputs(backbone, inputs, recipe, overrides, quick)
     keep = recipe_obj.eval.attention_keep if keep is None else keep
@@ -149,10 +162,10 @@ def pca_png(
     model: nn.Module, dataset: ImageDataset, transform: Transform, modality: str, *, count: int = 8,
     foreground_threshold: float | None = None, label: str = "",
 ) -> bytes:
-    """One grid: the first ``count`` images and their jointly fitted patch-PCA colouring."""
-    images = torch.stack([transform(dataset[i]["image"])["image"] for i in range(min(count, len(dataset)))])
-    if images.shape[0] == 0:
+    """One grid: ``count`` images spread over the dataset and their jointly fitted patch-PCA colouring."""
+    if len(dataset) == 0:
         raise ValueError("no images to show: the input dataset is empty")
+    images = torch.stack([transform(dataset[i]["image"])["image"] for i in spread_indices(len(dataset), count)])
     _, patches = vit_tokens(model.eval(), images)
     colours = patch_pca(patches, foreground_threshold)
     figure = pca_figure([_display(im, modality) for im in images], [c.numpy() for c in colours],
@@ -171,7 +184,7 @@ def pca_maps(
     count: int = 8,
     foreground_threshold: float | None = None,
 ) -> Path:
-    """Write ``pca.png`` (DINOv2-style PCA of patch features) for the first ``count`` images of ``inputs``."""
+    """Write ``pca.png`` (DINOv2-style PCA of patch features) for ``count`` images spread over ``inputs``."""
     model, label, recipe_obj, dataset, transform = prepare_inputs(backbone, inputs, recipe, overrides, quick)
     png = pca_png(model, dataset, transform, recipe_obj.modality, count=count,
                   foreground_threshold=foreground_threshold, label=label)

@@ -8,15 +8,17 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
 
+from dinomed.checkpoint import load_checkpoint
 from dinomed.config import ConfigError
 from dinomed.finetune.model import MODEL_DIR, FinetunedModel, merged_backbone, read_model
-from dinomed.finetune.trainer import LAST, FinetuneResult, FinetuneTrainer
+from dinomed.finetune.trainer import LAST, SPLITS_FILE, FinetuneResult, FinetuneTrainer
 from dinomed.models.backbones import BACKBONE_WEIGHTS, save_backbone
 from dinomed.recipe import Recipe, load_recipe
 from dinomed.runs import CONFIG_FILE
@@ -36,14 +38,33 @@ def _recipe(recipe: Any, task: str, backbone: str, mode: str, labels: int | floa
     return load_recipe(recipe, [*sets, *overrides], quick=quick)
 
 
-def _new_run_dir(recipe: Recipe) -> Path:
+def _new_run_dir(recipe: Recipe) -> tuple[Path, bool]:
+    """The run directory of a new run, and whether this call created it; an existing run is never touched."""
     cfg = recipe.finetune
     name = cfg.run_name or f"{recipe.name}-{cfg.task}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.output_dir) / name
     if (run_dir / CONFIG_FILE).exists():
-        raise FileExistsError(f"{run_dir}: already holds a run; use --resume {run_dir} or another --out")
+        raise FileExistsError(f"{run_dir}: already holds a run; use --resume {run_dir} or another --out "
+                              "(nothing was overwritten)")
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return run_dir, created
+
+
+def _start(config: Recipe, console: Console) -> FinetuneTrainer:
+    """Build the trainer of a new run; a run that cannot start leaves no half-written directory behind
+    (a stale ``splits.json`` would otherwise be reused by the next run with the same ``--out``)."""
+    run_dir, created = _new_run_dir(config)
+    try:
+        trainer = FinetuneTrainer(config, run_dir, console=console)
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            (run_dir / SPLITS_FILE).unlink(missing_ok=True)
+        raise
+    (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+    return trainer
 
 
 def finetune(
@@ -72,23 +93,18 @@ def finetune(
         for text in overrides:
             if text.split("=", 1)[0].strip() not in RESUME_OVERRIDABLE:
                 raise ConfigError("--set", text, f"cannot change this when resuming; allowed: {', '.join(RESUME_OVERRIDABLE)}")
-        config = load_recipe(run_dir / CONFIG_FILE, list(overrides))
+        trainer = FinetuneTrainer(load_recipe(run_dir / CONFIG_FILE, list(overrides)), run_dir, console=console)
+        if (run_dir / LAST).is_file():
+            trainer.load_state_dict(load_checkpoint(run_dir / LAST, map_location=trainer.device))
+            console.print(f"Resuming {run_dir} at epoch {trainer.epoch}, step {trainer.step}.")
     else:
         if recipe is None:
             raise ValueError("finetune needs a recipe (name or YAML path) or resume=RUN_DIR")
-        config = _recipe(recipe, task, str(backbone), mode, labels, overrides, quick, out)
-        run_dir = _new_run_dir(config)
-        (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
-    console.print(f"Run directory: {run_dir}")
-    trainer = FinetuneTrainer(config, run_dir, console=console)
-    if resume is not None and (run_dir / LAST).is_file():
-        from dinomed.checkpoint import load_checkpoint
-
-        trainer.load_state_dict(load_checkpoint(run_dir / LAST, map_location=trainer.device))
-        console.print(f"Resuming {run_dir} at epoch {trainer.epoch}, step {trainer.step}.")
+        trainer = _start(_recipe(recipe, task, str(backbone), mode, labels, overrides, quick, out), console)
+    console.print(f"Run directory: {trainer.run_dir}")
     trainer.fit()
     metrics = trainer.finish()
-    return FinetuneResult(run_dir, metrics, trainer.model.eval())
+    return FinetuneResult(trainer.run_dir, metrics, trainer.model.eval())
 
 
 def load_model(run_dir: str | Path) -> FinetunedModel:

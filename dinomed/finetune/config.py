@@ -36,8 +36,13 @@ class FinetuneConfig:
     max_depth: float = option(10.0, "largest depth predicted and evaluated (data units); larger ground truth ignored",
                               min=0.0)
     gradient_weight: float = option(0.5, "weight of the gradient-matching term next to SiLog", min=0.0)
+    head_hidden: int = option(128, "channels of the seg/depth fusion decoder (the cls head is linear)", min=2)
+    augment: bool = option(True, "paired training augmentation from the modality preset (geometry moves image and "
+                           "mask/depth together; strength: augment.strength); false = the eval transform only")
     epochs: int = option(50, "maximum epochs over the labelled train images", min=1)
     max_steps: int | None = option(None, "stop after this many optimiser steps (smoke runs)", min=1)
+    max_minutes: float | None = option(None, "stop training after this many wall-clock minutes (at the next step; "
+                                       "the epoch is still validated): equal-time comparisons", min=0.0)
     batch_size: int = option(8, "images per step", min=1)
     lr: float = option(1e-3, "learning rate of the head and adapters (AdamW, cosine)", min=0.0)
     backbone_lr: float = option(1e-5, "learning rate of backbone weights in mode 'full'", min=0.0)

@@ -6,6 +6,7 @@ Masks are written as PNG class ids plus an overlay PNG; depth maps as 16-bit PNG
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +17,35 @@ import torch.nn.functional as F
 from dinomed.augment.multicrop import build_eval_transform
 from dinomed.config import from_dict
 from dinomed.data.config import DataConfig
-from dinomed.data.intensity import normalise, to_channels
-from dinomed.data.readers import RASTER_SUFFIXES, read_image
+from dinomed.data.datasets import FileDataset
+from dinomed.data.phantoms import DEPTH_PNG_SCALE, THERMAL_CALIBRATION, THERMAL_WINDOW_C
+from dinomed.data.readers import RASTER_SUFFIXES
 
-from dinomed.data.phantoms import DEPTH_PNG_SCALE  # 0.01 depth units per count, as the phantom writer stores depth
+
+def prediction_data(info: dict[str, Any]) -> DataConfig:
+    """The run's ``data`` section as prediction must read files with it.
+
+    A thermal phantom renders radiometric counts through :data:`~dinomed.data.phantoms.THERMAL_CALIBRATION` and
+    :data:`~dinomed.data.phantoms.THERMAL_WINDOW_C`, so its files (``write_phantom_dataset``) and real radiometric
+    frames are read as ``intensity: thermal`` with those constants, the mapping the model saw in training.
+    """
+    data = from_dict(DataConfig, info["data"])
+    phantom = data.source == "phantom" or (data.root is None and data.manifest is None and data.annotations is None)
+    if info["modality"] == "thermal" and phantom:
+        data = replace(data, intensity="thermal", thermal_gain=THERMAL_CALIBRATION["gain"],
+                       thermal_offset=THERMAL_CALIBRATION["offset"], temperature_window=THERMAL_WINDOW_C)
+    return data
 
 
 def read_input(path: str | Path, info: dict[str, Any]) -> np.ndarray:
-    """Read ``path`` as float [0, 1] HWC the way training read its files (the recipe's intensity mapping),
-    refusing another channel count or bit depth than the training images."""
-    raw, meta = read_image(path)
-    expected = info["input"]
-    channels = raw.shape[-1] if raw.ndim == 3 else 1
-    if channels != expected["channels"]:
-        raise ValueError(f"{path}: {channels}-channel image, but the model was trained on {expected['channels']}-channel "
-                         "images; convert it first")
-    bits = meta.get("bit_depth")
-    if expected.get("bit_depth") and bits and bits != expected["bit_depth"]:
-        raise ValueError(f"{path}: {bits}-bit image, but the model was trained on {expected['bit_depth']}-bit images")
-    data = from_dict(DataConfig, info["data"])
-    return to_channels(normalise(raw, meta, data), info["channels"]).astype(np.float32)
+    """Read ``path`` as float [0, 1] HWC through the training data layer (reader, intensity mapping, channel
+    conversion), refusing another bit depth than the training images (their intensity scale would differ)."""
+    image, meta = FileDataset(prediction_data(info), info["modality"]).read(str(path), None)
+    bits, expected = meta.get("bit_depth"), info["input"].get("bit_depth")
+    if expected and bits and bits != expected:
+        raise ValueError(f"{path}: {bits}-bit image, but the model was trained on {expected}-bit images; "
+                         f"convert it to {expected} bit first")
+    return image.astype(np.float32)
 
 
 def check_array(image: np.ndarray, info: dict[str, Any]) -> np.ndarray:

@@ -8,6 +8,7 @@ optimiser, scaler, epoch, best score, RNG) and is written atomically; ``checkpoi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, Dataset
 
 from dinomed.augment.multicrop import build_eval_transform
+from dinomed.augment.paired import PairedTransform, build_paired_transform
 from dinomed.config import to_dict
 from dinomed.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dinomed.data.datasets import build_dataset
@@ -61,21 +63,37 @@ class TaskView(SubsetDataset):
         return [0 if getattr(r, self.target) is not None else None for r in self.records]
 
 
-class TaskSamples(Dataset):
-    """Transformed (image, target) pairs of the items ``indices`` of ``dataset``."""
+def epoch_seed(seed: int, epoch: int, index: int = 0) -> int:
+    """A seed that depends only on (run seed, epoch, item): augmentation and data order survive a resume."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
-    def __init__(self, dataset: ImageDataset, indices: list[int], transform: Any, target: str) -> None:
+
+class TaskSamples(Dataset):
+    """Transformed (image, target) pairs of the items ``indices`` of ``dataset``.
+
+    With ``augment`` (a :class:`~dinomed.augment.paired.PairedTransform`) every item gets new geometry and
+    photometry each epoch (:meth:`set_epoch`), the mask / depth moved with the image; else the eval ``transform``.
+    """
+
+    def __init__(self, dataset: ImageDataset, indices: list[int], transform: Any, target: str, *,
+                 augment: PairedTransform | None = None, seed: int = 0) -> None:
         self.dataset, self.indices, self.transform, self.target = dataset, indices, transform, target
+        self.augment, self.seed, self.epoch = augment, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.dataset[self.indices[i]]
-        if self.target == "label":
-            return self.transform(sample["image"])["image"], torch.tensor(sample["label"])
-        out = self.transform(sample["image"], **{self.target: sample[self.target]})
-        return out["image"], out[self.target]
+        targets = {} if self.target == "label" else {self.target: sample[self.target]}
+        if self.augment is None:
+            out = self.transform(sample["image"], **targets)
+        else:
+            out = self.augment(sample["image"], epoch_seed(self.seed, self.epoch, i), **targets)
+        return out["image"], torch.tensor(sample["label"]) if self.target == "label" else out[self.target]
 
 
 def input_signature(dataset: ImageDataset) -> dict[str, Any]:
@@ -89,7 +107,8 @@ def input_signature(dataset: ImageDataset) -> dict[str, Any]:
 class FinetuneTrainer:
     """One fine-tuning run from a resolved recipe (``recipe.finetune`` + ``recipe.data``)."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, *, console: Console | None = None) -> None:
+    def __init__(self, recipe: Recipe, run_dir: Path, *, console: Console | None = None,
+                 splits: Splits | None = None) -> None:
         self.recipe, self.run_dir, self.cfg = recipe, run_dir, recipe.finetune
         self.console = console or Console()
         cfg, data = self.cfg, recipe.data
@@ -104,10 +123,12 @@ class FinetuneTrainer:
             raise ValueError(f"task '{cfg.task}' needs a {target} for every image, but the dataset "
                              f"({data.source}: {data.manifest or data.root or recipe.modality + ' phantom'}) "
                              f"{'has none' if not any(getattr(r, target) is not None for r in dataset.records) else 'lacks some'}")
-        self.splits = self._splits(dataset, target)
+        self.splits = self._splits(dataset, target, splits)
         transform = build_eval_transform(recipe.modality, cfg.image_size, data.channels)
+        augment = build_paired_transform(recipe.modality, recipe.augment, cfg.image_size, data.channels) if cfg.augment else None
         self.loaders = {
-            name: DataLoader(TaskSamples(dataset, indices, transform, target), batch_size=cfg.batch_size,
+            name: DataLoader(TaskSamples(dataset, indices, transform, target, augment=augment if name == "labelled" else None,
+                                         seed=cfg.seed), batch_size=cfg.batch_size,
                              shuffle=name == "labelled", drop_last=name == "labelled" and len(indices) > cfg.batch_size,
                              num_workers=data.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
             for name, indices in (("labelled", self.splits.labelled), ("val", self.splits.val), ("test", self.splits.test))
@@ -125,12 +146,17 @@ class FinetuneTrainer:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, max(1, self.total_steps))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.epoch, self.step, self.best, self.bad_epochs = 0, 0, None, 0
+        self.deadline: float | None = None  # set by fit() from finetune.max_minutes
 
     # ------------------------------------------------------------------------------------------- build
-    def _splits(self, dataset: ImageDataset, target: str) -> Splits:
+    def _splits(self, dataset: ImageDataset, target: str, given: Splits | None) -> Splits:
+        """``given`` (e.g. a cross-validation fold from dinomed.tune), else the saved or the recipe's splits."""
         saved = self.run_dir / SPLITS_FILE
         view = TaskView(dataset, target)
-        splits = Splits.load(saved, view) if saved.is_file() else splits_for(view, self.recipe.data)
+        if given is not None:
+            splits = given
+        else:
+            splits = Splits.load(saved, view) if saved.is_file() else splits_for(view, self.recipe.data)
         splits.save(saved)
         self.console.print(f"Splits (grouped): train {len(splits.train)} (labelled {len(splits.labelled)}), "
                            f"val {len(splits.val)}, test {len(splits.test)} images.")
@@ -153,6 +179,8 @@ class FinetuneTrainer:
             head_kwargs = {"bins": cfg.depth_bins, "min_depth": cfg.min_depth, "max_depth": cfg.max_depth}
         else:
             head_kwargs = {"num_classes": self._num_classes(dataset)}
+        if cfg.task != "cls":  # the classification head is linear: no width
+            head_kwargs["hidden"] = cfg.head_hidden
         head = build_head(cfg.task, base.embed_dim, len(base.blocks), blocks=cfg.blocks, **head_kwargs)
         keep = {k: v.clone() for k, v in base.state_dict().items()} if cfg.mode != "full" else None
         lora = LoraSettings(tuple(cfg.lora_targets), cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
@@ -213,9 +241,11 @@ class FinetuneTrainer:
         self.model.train()
         if self.cfg.mode == "frozen":
             self.model.vit.eval()
-        losses = []
-        for images, targets in self.loaders["labelled"]:
-            if self.step >= self.total_steps:
+        losses, loader = [], self.loaders["labelled"]
+        loader.dataset.set_epoch(self.epoch)
+        loader.generator.manual_seed(epoch_seed(self.cfg.seed, self.epoch))  # the order of epoch e, resumed or not
+        for images, targets in loader:
+            if self.step >= self.total_steps or (losses and self.out_of_time()):
                 break
             images, targets = images.to(self.device), self._shaped(targets.to(self.device))
             with self._autocast():
@@ -232,6 +262,10 @@ class FinetuneTrainer:
             progress.update(task, completed=self.step, loss=losses[-1])
         return float(np.mean(losses)) if losses else float("nan")
 
+    def out_of_time(self) -> bool:
+        """Whether this process's ``finetune.max_minutes`` of training are used up (equal-time comparisons)."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
         """Metrics of the task on ``split`` ('val' or 'test')."""
@@ -245,9 +279,13 @@ class FinetuneTrainer:
             metrics.update(out.float().cpu(), self._shaped(targets))
         return metrics.compute()
 
-    def fit(self) -> list[dict[str, Any]]:
-        """Train with early stopping on the validation split's primary metric."""
+    def fit(self, on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, Any]]:
+        """Train with early stopping on the validation split's primary metric.
+
+        ``on_epoch(epoch, val_metrics)`` runs after each epoch's checkpoint (Optuna reports and prunes there).
+        """
         cfg, history = self.cfg, []
+        self.deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
         log = MetricsLog(self.run_dir / METRICS_FILE, resume_step=self.step)
         primary = PRIMARY[cfg.task][0]
         progress = Progress(TextColumn(f"[bold]finetune {cfg.task}/{cfg.mode}"), BarColumn(), MofNCompleteColumn(),
@@ -255,7 +293,8 @@ class FinetuneTrainer:
                             console=self.console)
         with progress:
             task = progress.add_task("finetune", total=self.total_steps, completed=self.step, loss=float("nan"), val="-")
-            while self.epoch < cfg.epochs and self.step < self.total_steps and self.bad_epochs < cfg.patience:
+            while (self.epoch < cfg.epochs and self.step < self.total_steps and self.bad_epochs < cfg.patience
+                   and not (self.epoch and self.out_of_time())):  # at least one epoch: finish() needs best.pt
                 tick = time.perf_counter()
                 loss = self.train_epoch(progress, task)
                 val = self.evaluate("val")
@@ -271,6 +310,8 @@ class FinetuneTrainer:
                 history.append(record)
                 progress.update(task, val=f"{primary} {val[primary]:.4f}")
                 save_checkpoint(self.state_dict(), self.run_dir / LAST)
+                if on_epoch is not None:
+                    on_epoch(self.epoch, val)
         if self.bad_epochs >= cfg.patience:
             self.console.print(f"Early stop after epoch {self.epoch}: no {primary} improvement for {cfg.patience} epochs.")
         return history

@@ -15,6 +15,11 @@ def _show(ax: Axes, image: np.ndarray, title: str) -> None:
     ax.axis("off")
 
 
+def _overlay_mask(ax: Axes, mask: np.ndarray) -> None:
+    """Kept patches tinted, the rest of the image left as it is (a plain imshow of 0/1 would tint everything)."""
+    ax.imshow(np.ma.masked_where(~mask.astype(bool), mask.astype(float)), alpha=0.5, cmap="autumn", vmin=0, vmax=1)
+
+
 def attention_figure(
     image: np.ndarray,
     maps: np.ndarray,
@@ -35,13 +40,13 @@ def attention_figure(
     grid = figure.subplots(2, cols, squeeze=False)
     _show(grid[0, 0], image, "image")
     _show(grid[0, 1], image, "union of head masks")
-    grid[0, 1].imshow(masks.any(0), alpha=0.45, cmap="autumn", vmin=0, vmax=1)
+    _overlay_mask(grid[0, 1], masks.any(0))
     for head in range(heads):
         _show(grid[0, head + 2], image, f"head {head}")
         grid[0, head + 2].imshow(maps[head], alpha=0.6, cmap="inferno")
         label = f"mask {head}" + (f"  J={jaccards[head]:.2f}" if jaccards is not None else "")
         _show(grid[1, head + 2], image, label)
-        grid[1, head + 2].imshow(masks[head], alpha=0.45, cmap="autumn", vmin=0, vmax=1)
+        _overlay_mask(grid[1, head + 2], masks[head])
     for ax in (grid[1, 0], grid[1, 1]):
         ax.axis("off")
     if truth is not None:

@@ -31,7 +31,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;ma
 h1{font-size:1.6em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em} img{max-width:100%;border:1px solid #eee}
 table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
-th{background:#f0f0f0} td:first-child,th:first-child{text-align:left} .missing{color:#a33} .verdict{font-weight:bold}
+th{background:#f0f0f0} summary{cursor:pointer;color:#245} td:first-child,th:first-child{text-align:left} .missing{color:#a33} .verdict{font-weight:bold}
 """
 
 
@@ -107,6 +107,24 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _overview(run_dir: Path) -> str:
+    """One line naming recipe, modality, architecture and data, read from the run's config (empty without one)."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return ""
+    from dinomed.config import ConfigError, load_yaml
+
+    try:
+        config = load_yaml(path)
+    except ConfigError:
+        return ""  # the config section says what is wrong with the file
+    data = config.get("data", {})
+    where = data.get("manifest") or data.get("annotations") or data.get("root") or "built-in phantom"
+    parts = [f"recipe {config.get('name', '?')}", f"modality {config.get('modality', '?')}",
+             f"backbone {config.get('model', {}).get('arch', '?')}", f"data {data.get('source', '?')}: {where}"]
+    return f"<p>{html.escape(' · '.join(parts))}</p>"
+
+
 def _summary(run_dir: Path) -> str:
     path = run_dir / "summary.json"
     if not path.is_file():
@@ -119,7 +137,10 @@ def _config(run_dir: Path) -> str:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise _Missing(f"no {CONFIG_FILE} in {run_dir}")
-    return f"<pre>{html.escape(path.read_text(encoding='utf-8'))}</pre>"
+    text = path.read_text(encoding="utf-8")
+    # folded: the full recipe is long (every default filled in) and would push the plots off the first screen
+    return (f"<details><summary>{len(text.splitlines())} lines of YAML ({html.escape(str(path))}); click to show"
+            f"</summary><pre>{html.escape(text)}</pre></details>")
 
 
 def _training(run_dir: Path) -> str:
@@ -129,7 +150,8 @@ def _training(run_dir: Path) -> str:
 def _collapse(run_dir: Path) -> str:
     records = _records(run_dir)
     line = html.escape(verdict_line(records))
-    return f'<p class="verdict">{line}</p>' + png_img(to_png(collapse_figure(records)), "collapse diagnostics")
+    return f'<p class="verdict">{line}</p>' + png_img(to_png(collapse_figure(records, title=False)),
+                                                       "collapse diagnostics")
 
 
 def _evaluation(run_dir: Path) -> str:
@@ -141,6 +163,17 @@ def _evaluation(run_dir: Path) -> str:
     return "".join(_eval_html(r) for r in results)
 
 
+def _finetune_tables(metrics: dict[str, Any]) -> str:
+    """Run facts (task, mode, labelled images, parameters) and the scores per split (``val`` / ``test`` dicts)."""
+    facts = [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list)) and v is not None]
+    facts += [[f"{k} {sub}", v] for k, d in metrics.items() if isinstance(d, dict) and k not in ("val", "test")
+              for sub, v in d.items() if not isinstance(v, (dict, list))]
+    splits = [name for name in ("val", "test") if isinstance(metrics.get(name), dict)]
+    scores = list(dict.fromkeys(k for name in splits for k, v in metrics[name].items() if isinstance(v, (int, float))))
+    table = _table(["metric", *splits], [[k, *[metrics[name].get(k) for name in splits]] for k in scores])
+    return _table(["run", "value"], facts) + (table if scores else "")
+
+
 def _finetune(run_dir: Path) -> str:
     files = [run_dir / "metrics.json"] if (run_dir / "metrics.json").is_file() else []
     files += sorted(run_dir.glob("finetune/*/metrics.json"))
@@ -149,8 +182,7 @@ def _finetune(run_dir: Path) -> str:
     parts = []
     for path in files:
         metrics = json.loads(path.read_text(encoding="utf-8"))
-        rows = [[k, v] for k, v in metrics.items() if not isinstance(v, (dict, list))]
-        parts.append(f"<h3>{html.escape(str(path.relative_to(run_dir)))}</h3>" + _table(["metric", "value"], rows))
+        parts.append(f"<h3>{html.escape(str(path.relative_to(run_dir)))}</h3>" + _finetune_tables(metrics))
         curves = path.with_name(METRICS_FILE)
         if curves.is_file() and read_metrics(curves):
             try:
@@ -219,7 +251,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, samples:
     title = f"dinomed report — {run_dir.name}"
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p>{html.escape(str(run_dir.resolve()))}</p>{missing_html}{''.join(builder.parts)}</body></html>")
+            f"<p>{html.escape(str(run_dir.resolve()))}</p>{_overview(run_dir)}{missing_html}{''.join(builder.parts)}</body></html>")
     path = Path(out) if out is not None else run_dir / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

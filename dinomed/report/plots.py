@@ -71,8 +71,8 @@ def _hline(ax: Axes, value: float | None, label: str, style: str) -> None:
         ax.axhline(value, color="black" if style == "-" else "tab:red", linestyle=style, linewidth=1, label=label)
 
 
-def collapse_figure(records: Records) -> Figure:
-    """Four panels with the monitor's thresholds drawn and its one-line verdict as the title."""
+def collapse_figure(records: Records, *, title: bool = True) -> Figure:
+    """Four panels with the monitor's thresholds drawn and (``title``) its one-line verdict as the title."""
     if not records:
         raise ValueError("no metrics records: metrics.jsonl is empty")
     log_k, embed_dim = _last(records, "log_k"), _last(records, "embed_dim")
@@ -107,7 +107,8 @@ def collapse_figure(records: Records) -> Figure:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    figure.suptitle(verdict_line(records), fontsize=9, wrap=True)
+    if title:
+        figure.suptitle(verdict_line(records), fontsize=9, wrap=True)
     figure.tight_layout()
     return figure
 

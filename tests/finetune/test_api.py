@@ -12,14 +12,12 @@ import torch
 from dinomed.finetune.api import finetune, load_model, merge
 from dinomed.models.backbones import load_backbone
 
-TINY = ["finetune.image_size=32", "finetune.epochs=2", "finetune.batch_size=4", "data.phantom.count=24",
-        "data.phantom.size=[32,32]", "data.num_workers=0", "finetune.depth_bins=16", "model.arch=vit_tiny_patch16_224"]
 
 
 @pytest.fixture(scope="module")
-def seg_run(tmp_path_factory) -> Path:
+def seg_run(tmp_path_factory, tiny: list[str]) -> Path:
     out = tmp_path_factory.mktemp("runs") / "seg"
-    return finetune("endoscopy", task="seg", labels=0.5, overrides=TINY, out=out).run_dir
+    return finetune("endoscopy", task="seg", labels=0.5, overrides=tiny, out=out).run_dir
 
 
 def test_lora_run_writes_peft_adapters_and_metrics(seg_run: Path) -> None:
@@ -54,26 +52,26 @@ def test_merge_matches_adapted_backbone(seg_run: Path, tmp_path: Path) -> None:
         merge(seg_run, tmp_path / "merged")
 
 
-def test_existing_run_is_not_overwritten(seg_run: Path) -> None:
+def test_existing_run_is_not_overwritten(seg_run: Path, tiny: list[str]) -> None:
     with pytest.raises(FileExistsError, match="already holds a run"):
-        finetune("endoscopy", task="seg", overrides=TINY, out=seg_run)
+        finetune("endoscopy", task="seg", overrides=tiny, out=seg_run)
 
 
 @pytest.mark.parametrize("labels,message", [(10_000, "larger than"), (0, "positive count")])
-def test_bad_label_budget(tmp_path: Path, labels, message: str) -> None:
+def test_bad_label_budget(tmp_path: Path, tiny: list[str], labels, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        finetune("endoscopy", task="seg", labels=labels, overrides=TINY, out=tmp_path / "run")
+        finetune("endoscopy", task="seg", labels=labels, overrides=tiny, out=tmp_path / "run")
 
 
-def test_task_without_targets_and_unknown_lora_target(tmp_path: Path) -> None:
+def test_task_without_targets_and_unknown_lora_target(tmp_path: Path, tiny: list[str]) -> None:
     with pytest.raises(ValueError, match="task 'depth' needs a depth"):
-        finetune("oct", task="depth", overrides=TINY, out=tmp_path / "a")
+        finetune("oct", task="depth", overrides=tiny, out=tmp_path / "a")
     with pytest.raises(ValueError, match=r"\['query'\] match no Linear.*available"):
-        finetune("endoscopy", task="seg", overrides=[*TINY, "finetune.lora_targets=[query]"], out=tmp_path / "b")
+        finetune("endoscopy", task="seg", overrides=[*tiny, "finetune.lora_targets=[query]"], out=tmp_path / "b")
 
 
-def test_not_a_checkpoint_backbone(tmp_path: Path) -> None:
+def test_not_a_checkpoint_backbone(tmp_path: Path, tiny: list[str]) -> None:
     bad = tmp_path / "weights.pth"
     bad.write_text("not weights")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
-        finetune("endoscopy", task="seg", backbone=str(bad), overrides=TINY, out=tmp_path / "run")
+        finetune("endoscopy", task="seg", backbone=str(bad), overrides=tiny, out=tmp_path / "run")
