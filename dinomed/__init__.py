@@ -22,7 +22,29 @@ from dinomed.models.backbones import load_backbone  # noqa: E402
 from dinomed.recipe import Recipe, load_recipe  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["pretrain", "load_backbone", "load_recipe", "Recipe", "__version__"]
+
+# Heavier entry points load on first use, so `import dinomed` stays light (no optuna/albumentations import).
+_LAZY = {
+    "finetune": "dinomed.finetune.api",
+    "load_model": "dinomed.finetune.api",
+    "merge": "dinomed.finetune.api",
+    "tune": "dinomed.tune.api",
+    "evaluate": "dinomed.eval.evaluate",
+    "knn_eval": "dinomed.eval.evaluate",
+    "linear_eval": "dinomed.eval.evaluate",
+    "attention_maps": "dinomed.eval.visualize",
+    "pca_maps": "dinomed.eval.visualize",
+    "build_report": "dinomed.report.html",
+}
+__all__ = ["pretrain", "load_backbone", "load_recipe", "Recipe", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dinomed' has no attribute '{name}'")
 
 
 def _as_overrides(overrides: Any, kwargs: dict[str, Any]) -> list[str]:

@@ -19,9 +19,13 @@ import numpy as np  # noqa: E402
 
 from dinomed.augment.ops import CUSTOM_OPS, Op  # noqa: E402
 
-__all__ = ["Pipeline", "build_pipeline", "resize", "single_thread"]
+__all__ = ["Pipeline", "build_pipeline", "resize"]
 
 _BORDERS = {"constant": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT_101}
+
+# One OpenCV thread per process: DataLoader workers are the parallelism, and a forked worker deadlocks when the
+# parent had already started OpenCV's thread pool (seen in bench_multicrop after large real images).
+cv2.setNumThreads(1)
 
 
 class _CustomOp(A.ImageOnlyTransform):
@@ -115,8 +119,3 @@ def resize(image: np.ndarray, size: tuple[int, int], *, nearest: bool = False) -
     if image.ndim == 3 and out.ndim == 2:
         out = out[..., None]
     return out.astype(image.dtype, copy=False)
-
-
-def single_thread() -> None:
-    """Limit the backend's own thread pool to one thread: DataLoader workers already run in parallel."""
-    cv2.setNumThreads(1)

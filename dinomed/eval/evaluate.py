@@ -27,7 +27,7 @@ from dinomed.eval.features import Features, Transform, cached_features
 from dinomed.eval.knn import effective_k, knn_classify
 from dinomed.eval.linear import linear_probe
 from dinomed.eval.metrics import classification_metrics
-from dinomed.models.backbones import create_backbone, load_backbone
+from dinomed.models.backbones import RANDOM, resolve_backbone
 from dinomed.recipe import Recipe, load_recipe
 from dinomed.runs import CONFIG_FILE
 
@@ -74,18 +74,23 @@ def resolve_recipe(
     return load_recipe(recipe, list(overrides), quick=quick)
 
 
-def resolve_backbone(backbone: str | Path | nn.Module, recipe: Recipe) -> tuple[nn.Module, str]:
-    """``(model, label)``: ``"random"`` builds the recipe's architecture with seed ``train.seed`` (the baseline
-    every pretrained number should beat); anything else is loaded as a dinomed export or run dir."""
+def eval_backbone(backbone: str | Path | nn.Module, recipe: Recipe) -> tuple[nn.Module, str]:
+    """``(model, label)`` for evaluation: a module as given, else :func:`~dinomed.models.backbones.resolve_backbone`
+    (run dir, export, timm/DINO/DINOv2 checkpoint) at the recipe's channels and crop size. ``"random"`` builds the
+    recipe's architecture with seed ``train.seed``: the baseline every pretrained number should beat."""
     if isinstance(backbone, nn.Module):
         return backbone, type(backbone).__name__
-    if str(backbone) == "random":
+    is_random = str(backbone) == RANDOM
+    if is_random:
         torch.manual_seed(recipe.train.seed)
-        model, _ = create_backbone(
-            recipe.model.arch, in_chans=recipe.data.channels, img_size=recipe.augment.global_size
-        )
-        return model, f"random init {recipe.model.arch} (seed {recipe.train.seed})"
-    return load_backbone(backbone), str(backbone)
+    model, _ = resolve_backbone(
+        str(backbone),
+        arch=recipe.model.arch if is_random else None,
+        in_chans=recipe.data.channels,
+        img_size=recipe.augment.global_size,
+    )
+    label = f"random init {recipe.model.arch} (seed {recipe.train.seed})" if is_random else str(backbone)
+    return model, label
 
 
 def _split_indices(dataset: ImageDataset, recipe: Recipe) -> dict[str, list[int]]:
@@ -163,7 +168,7 @@ def evaluate(
     if method not in METHODS:
         raise ValueError(f"unknown evaluation method '{method}'; valid methods are {list(METHODS)}")
     recipe_obj = resolve_recipe(backbone, recipe, overrides, quick)
-    model, label = resolve_backbone(backbone, recipe_obj)
+    model, label = eval_backbone(backbone, recipe_obj)
     if dataset is None:
         from dinomed.data.datasets import build_dataset
 

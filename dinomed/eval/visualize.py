@@ -22,7 +22,7 @@ from torch import nn
 
 from dinomed.data.records import ImageDataset
 from dinomed.eval.attention import jaccard_summary, last_block_attention, mask_jaccards, mass_masks, upsample
-from dinomed.eval.evaluate import resolve_backbone, resolve_recipe
+from dinomed.eval.evaluate import eval_backbone, resolve_recipe
 from dinomed.eval.features import Transform, vit_tokens
 from dinomed.eval.pca import patch_pca
 from dinomed.recipe import Recipe
@@ -67,7 +67,7 @@ def prepare_inputs(
     from dinomed.augment import build_eval_transform
 
     recipe_obj = resolve_recipe(backbone, recipe, overrides, quick)
-    model, label = resolve_backbone(backbone, recipe_obj)
+    model, label = eval_backbone(backbone, recipe_obj)
     if isinstance(inputs, ImageDataset):
         dataset = inputs
     elif inputs is None:
@@ -104,7 +104,8 @@ def attention_pngs(
     model: nn.Module, dataset: ImageDataset, transform: Transform, modality: str, *, keep: float = 0.6,
     count: int = 4, label: str = "",
 ) -> tuple[list[bytes], dict[str, Any] | None]:
-    """One attention figure per image (``count`` spread over the dataset) and, when the images have masks, the Jaccard summary."""
+    """One attention figure per image (``count`` spread over the dataset) and, when the images have masks, the
+    Jaccard summary."""
     pngs: list[bytes] = []
     scores: list[list[float]] = []
     unions: list[float] = []

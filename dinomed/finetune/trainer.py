@@ -1,5 +1,9 @@
 """Fine-tuning loop: grouped splits -> labelled subset -> backbone + head -> early stopping -> test once.
 
+Labelled images are augmented with the modality preset's paired transform (:mod:`dinomed.augment.paired`: one
+geometric draw moves image and mask / depth together; ``finetune.augment: false`` for the eval transform only);
+augmentation seeds and the data order depend only on (seed, epoch, item), so a resumed run repeats them.
+
 Model selection and early stopping use only the validation split; the test split is evaluated once, at the
 end, with the best checkpoint. ``checkpoints/last.pt`` holds what resuming needs (trainable weights,
 optimiser, scaler, epoch, best score, RNG) and is written atomically; ``checkpoints/best.pt`` the best weights.

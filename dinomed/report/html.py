@@ -159,7 +159,8 @@ def _evaluation(run_dir: Path) -> str:
     results = [json.loads(f.read_text(encoding="utf-8")) for f in files]
     results = [r for r in results if "metrics" in r]
     if not results:
-        raise _Missing(f"no kNN / linear results in {run_dir / 'eval'}; run `dinomed eval knn --backbone {run_dir}`")
+        raise _Missing(f"no kNN / linear results in {run_dir / 'eval'}; run `dinomed eval knn --backbone {run_dir}` "
+                       "(needs class labels in the data)")
     return "".join(_eval_html(r) for r in results)
 
 

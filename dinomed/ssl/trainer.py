@@ -394,6 +394,12 @@ def pretrain(
     finished = trainer.step >= trainer.last_step
     weights = trainer.export() if finished else run_dir / "export" / "backbone.safetensors"
     verdict, why = collapse_verdict(records) if records else ("unknown", "no metrics recorded")
+    skipped = [{"path": str(path), "reason": reason} for path, reason in getattr(trainer.dataset, "skipped", [])]
+    if skipped:  # data.on_error: skip — say what was left out, never silently
+        console.print(f"[yellow]Skipped {len(skipped)} unreadable file(s)[/] (data.on_error: skip; listed in "
+                      f"{run_dir / SUMMARY_FILE}):")
+        for item in skipped[:20]:
+            console.print(f"  {item['path']}: {item['reason']}", highlight=False)
     metrics = {
         "step": trainer.step,
         "last_step": trainer.last_step,
@@ -403,6 +409,7 @@ def pretrain(
         "verdict": verdict,
         "verdict_detail": why,
         "backbone": str(weights) if finished else None,
+        "skipped": skipped,
     }
     write_json(run_dir / SUMMARY_FILE, metrics)
     if finished:

@@ -28,6 +28,7 @@ def test_quickstart_notebook_runs(python3_kernel: str, tmp_path: Path, monkeypat
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's run folders (tempfile.mkdtemp) land here
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(notebook, kernel_name=python3_kernel, timeout=300,
                                      resources={"metadata": {"path": str(tmp_path)}})

@@ -113,6 +113,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run.run_dir
 
 
+@pytest.mark.slow
 def test_finished_run_has_every_section(finished_run: Path) -> None:
     report = build_report(finished_run, samples=2)
     assert report.missing == {}
