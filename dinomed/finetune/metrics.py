@@ -10,7 +10,6 @@ Classification reports accuracy, balanced accuracy (imbalanced medical sets), ma
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch

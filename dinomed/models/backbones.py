@@ -56,9 +56,13 @@ def create_backbone(
     if arch not in timm.list_models():
         close = timm.list_models(f"*{arch.split('_')[0]}*")[:10]
         raise ValueError(f"unknown timm architecture '{arch}'; similar names: {close}")
-    model = timm.create_model(arch, pretrained=False, drop_path_rate=drop_path_rate, **kwargs)
+    not_vit = f"'{arch}' is not a Vision Transformer (no self-attention blocks / patch embedding); dinomed needs a ViT"
+    try:
+        model = timm.create_model(arch, pretrained=False, drop_path_rate=drop_path_rate, **kwargs)
+    except TypeError:  # CNNs reject ViT-only arguments such as img_size / dynamic_img_size
+        raise ValueError(not_vit) from None
     if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
-        raise ValueError(f"'{arch}' is not a Vision Transformer (no blocks/patch_embed); dinomed needs a ViT")
+        raise ValueError(not_vit)
     return model, BackboneSpec(arch=arch, kwargs=kwargs)
 
 

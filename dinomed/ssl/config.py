@@ -18,6 +18,9 @@ class DINOConfig:
     center_momentum: float = option(0.9, "EMA momentum of the teacher output centre", min=0.0, max=1.0)
     momentum_teacher: float = option(0.996, "base teacher EMA momentum, raised to 1 by a cosine", min=0.0, max=1.0)
     freeze_last_layer: int = option(1, "epochs during which the head's last layer gets no update", min=0)
+    koleo_weight: float = option(
+        0.0, "weight of DINOv2's KoLeo regulariser on the student's global-crop CLS (0 = the DINO reference)", min=0.0
+    )
 
 
 @dataclass

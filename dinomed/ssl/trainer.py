@@ -41,8 +41,9 @@ from dinomed.runs import (
 )
 from dinomed.ssl.dino import DINOLoss
 from dinomed.ssl.ema import update_teacher
+from dinomed.ssl.koleo import KoLeoLoss
 from dinomed.ssl.monitor import collapse_stats, collapse_verdict, is_collapsing
-from dinomed.ssl.networks import MultiCropNetwork, build_student_teacher
+from dinomed.ssl.networks import build_student_teacher
 from dinomed.ssl.optim import cancel_last_layer_gradients, clip_gradients, param_groups
 from dinomed.ssl.schedules import Schedules, build_schedules
 
@@ -165,6 +166,7 @@ class DINOTrainer:
             student_temp=recipe.dino.student_temp,
             center_momentum=recipe.dino.center_momentum,
         ).to(self.device)
+        self.koleo = KoLeoLoss() if recipe.dino.koleo_weight > 0 else None
         self.optimizer = torch.optim.AdamW(param_groups(self.student))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
@@ -225,9 +227,12 @@ class DINOTrainer:
         with autocast:
             with torch.no_grad():
                 teacher_out, teacher_cls = self.teacher(crops[:n_global])
-            student_out, _ = self.student(crops)
+            student_out, student_cls = self.student(crops)
             center = self.loss_fn.center.clone()
             loss = self.loss_fn(teacher_out, student_out, teacher_temp=teacher_temp)
+            if self.koleo is not None:
+                koleo = sum(self.koleo(cls) for cls in student_cls[:n_global])  # DINOv2: summed over global crops
+                loss = loss + self.recipe.dino.koleo_weight * koleo
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss is {loss.item()} at step {step}")
         self.optimizer.zero_grad(set_to_none=True)

@@ -123,8 +123,8 @@ def llvip(root: Path) -> Mimic:
         for i in range(2):
             stem = f"0{j}000{i}"
             write_image(root / "LLVIP" / "infrared" / split / f"{stem}.jpg", 70 + 10 * j + i)
-            xml = (f"<annotation><object><name>person</name><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>11</xmax>"
-                   f"<ymax>22</ymax></bndbox></object></annotation>")
+            xml = ("<annotation><object><name>person</name><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>11</xmax>"
+                   "<ymax>22</ymax></bndbox></object></annotation>")
             (root / "LLVIP" / "Annotations").mkdir(parents=True, exist_ok=True)
             (root / "LLVIP" / "Annotations" / f"{stem}.xml").write_text(xml)
     return Mimic("llvip", "original", 4, 0)

@@ -10,27 +10,22 @@ import pytest
 from dinomed.cli import main
 
 
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out = capsys.readouterr()
-    return info.value.code or 0, out.out, out.err
 
 
-def test_unknown_override_key_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(["pretrain", "--recipe", "recipes/oct.yaml", "--set", "bogus.key=1"], capsys)
+def test_unknown_override_key_is_one_line_error(run_cli) -> None:
+    code, _, err = run_cli(["pretrain", "--recipe", "recipes/oct.yaml", "--set", "bogus.key=1"])
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "bogus" in lines[0] and "unknown key" in lines[0]
 
 
-def test_typo_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(["pretrain", "--recipe", "oct", "--set", "optim.lrr=1"], capsys)
+def test_typo_gets_a_suggestion(run_cli) -> None:
+    code, _, err = run_cli(["pretrain", "--recipe", "oct", "--set", "optim.lrr=1"])
     assert code == 2 and "did you mean 'optim.lr'" in err
 
 
-def test_pretrain_needs_recipe_or_resume(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(["pretrain"], capsys)
+def test_pretrain_needs_recipe_or_resume(run_cli) -> None:
+    code, _, err = run_cli(["pretrain"])
     assert code == 2 and "--recipe" in err
 
 

@@ -15,14 +15,6 @@ TINY = ["finetune.image_size=32", "finetune.epochs=1", "finetune.batch_size=4", 
 SETS = [arg for item in TINY for arg in ("--set", item)]
 
 
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _one_line(err: str) -> str:
@@ -38,23 +30,23 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_finetune_predict_merge(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_finetune_predict_merge(run_dir: Path, tmp_path: Path, run_cli) -> None:
     assert (run_dir / "metrics.json").is_file() and (run_dir / "model" / "adapter" / "adapter_config.json").is_file()
     images = tmp_path / "images"
     images.mkdir()
     for i in range(2):
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (36, 44, 3), dtype=np.uint8)).save(images / f"f{i}.png")
-    code, out, _ = _run(["predict", "--model", str(run_dir), "--input", str(images), "--out", str(tmp_path / "pred")], capsys)
+    code, out, _ = run_cli(["predict", "--model", str(run_dir), "--input", str(images), "--out", str(tmp_path / "pred")])
     assert code == 0 and "2 prediction(s)" in out
     mask = np.array(Image.open(tmp_path / "pred" / "f0_mask.png"))
     assert mask.shape == (36, 44) and (tmp_path / "pred" / "f1_overlay.png").is_file()
-    code, out, _ = _run(["merge", str(run_dir), "--out", str(tmp_path / "merged")], capsys)
+    code, out, _ = run_cli(["merge", str(run_dir), "--out", str(tmp_path / "merged")])
     assert code == 0 and (tmp_path / "merged" / "backbone.safetensors").is_file()
 
 
-def test_existing_run_dir_is_refused_and_untouched(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_run_dir_is_refused_and_untouched(run_dir: Path, run_cli) -> None:
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    code, _, err = _run(["finetune", "--recipe", "endoscopy", "--out", str(run_dir), *SETS], capsys)
+    code, _, err = run_cli(["finetune", "--recipe", "endoscopy", "--out", str(run_dir), *SETS])
     assert code == 2 and "already holds a run" in _one_line(err) and "nothing was overwritten" in err
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
@@ -67,17 +59,17 @@ def test_existing_run_dir_is_refused_and_untouched(run_dir: Path, capsys: pytest
     (["finetune", "--recipe", "oct", "--task", "depth"], "task 'depth' needs a depth"),
     (["predict", "--model", "no/such/run", "--input", ".", "--out", "x"], "no/such/run"),
 ])
-def test_one_line_errors(args: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_line_errors(args: list[str], expected: str, tmp_path: Path, run_cli) -> None:
     out = ["--out", str(tmp_path / "run"), *SETS] if args[0] == "finetune" and len(args) > 1 else []
-    code, _, err = _run([*args, *out], capsys)
+    code, _, err = run_cli([*args, *out])
     assert code == 2 and expected in _one_line(err)
     assert not (tmp_path / "run").exists(), "a run that could not start left its directory behind"
 
 
-def test_failed_start_leaves_out_reusable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_start_leaves_out_reusable(tmp_path: Path, run_cli) -> None:
     """A bad label budget fails before training; the same --out then works (no stale splits.json)."""
     out = ["--out", str(tmp_path / "run"), *SETS]
-    code, _, err = _run(["finetune", "--recipe", "endoscopy", "--labels", "10000", *out], capsys)
+    code, _, err = run_cli(["finetune", "--recipe", "endoscopy", "--labels", "10000", *out])
     assert code == 2 and "larger than" in _one_line(err)
-    code, _, _ = _run(["finetune", "--recipe", "endoscopy", "--labels", "4", *out], capsys)
+    code, _, _ = run_cli(["finetune", "--recipe", "endoscopy", "--labels", "4", *out])
     assert code == 0 and (tmp_path / "run" / "metrics.json").is_file()
