@@ -35,7 +35,10 @@ class DataConfig:
         None, "folder holding the images (folder source); for manifest/coco, the folder image paths are relative to "
         "(default: the manifest's folder; for coco its images/ sub-folder when present)"
     )
-    manifest: str | None = option(None, "CSV/JSON manifest with columns image, label, mask, depth, group (+ split)")
+    manifest: str | None = option(
+        None, "CSV/JSON manifest (columns image, label, mask, depth, group, + split), or the name of a dataset made by "
+        "`dinomed datasets prepare`"
+    )
     annotations: str | None = option(None, "COCO json (source: coco): each box becomes one labelled object crop")
     columns: dict[str, str] = option(
         {}, "manifest column names that differ from the standard ones, role -> column, e.g. {group: sequence}"

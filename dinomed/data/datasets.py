@@ -356,5 +356,10 @@ def build_dataset(data_cfg: DataConfig, modality: str) -> ImageDataset:
     if cfg.source == "folder":
         return FolderDataset(cfg.root, cfg, modality)  # type: ignore[arg-type]  # DataConfig checks root is set
     if cfg.source == "manifest":
-        return ManifestDataset(cfg.manifest, cfg, modality)  # type: ignore[arg-type]
+        manifest = Path(cfg.manifest)  # type: ignore[arg-type]
+        if not manifest.is_file():  # a prepared dataset named directly: `data.manifest: cvc-clinicdb`
+            from dinomed.catalogue.prepare import resolve_prepared
+
+            manifest = resolve_prepared(cfg.manifest)  # type: ignore[arg-type]
+        return ManifestDataset(manifest, cfg, modality)
     return CocoCropDataset(cfg.annotations, cfg, modality)  # type: ignore[arg-type]

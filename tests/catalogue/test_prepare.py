@@ -184,3 +184,16 @@ def test_failed_rerun_keeps_previous_output(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="extra.jpg: no mask"):
         prepare(card, source, tmp_path / "out", progress=False)
     assert first.manifest.read_bytes() == manifest
+
+
+def test_recipe_names_a_prepared_dataset(tmp_path: Path, isolated_home: Path) -> None:
+    from dinomed.data.datasets import build_dataset
+    from dinomed.recipe import load_recipe
+
+    MIMICS["llvip"](tmp_path / "src")
+    card = load_card("llvip")
+    card.layouts[0].count = None
+    result = prepare(card, tmp_path / "src", progress=False)
+    recipe = load_recipe("thermal", ["data.source=manifest", "data.manifest=llvip"])
+    dataset = build_dataset(recipe.data, recipe.modality)
+    assert len(dataset) == len(_rows(result.manifest)) > 0
