@@ -73,6 +73,22 @@ def resolve_prepared(name_or_path: str | Path) -> Path:
                             f"run `dinomed datasets prepare {name_or_path} --source PATH` first")
 
 
+def prepared_root(manifest: str | Path) -> Path | None:
+    """Data root for a prepared manifest: the folder holding both it and the source it points into.
+
+    Prepared manifests reference the untouched source (``../../src/...``) next to files converted into the output
+    folder, so their root is the common ancestor; ``None`` for a manifest that ``prepare`` did not write.
+    """
+    summary = Path(manifest).resolve().parent / SUMMARY
+    if not summary.is_file():
+        return None
+    try:
+        source = json.loads(summary.read_text(encoding="utf-8"))["source"]
+    except (ValueError, KeyError):
+        raise ValueError(f"{summary}: not a dinomed dataset summary (expected a 'source' entry)") from None
+    return Path(os.path.commonpath([summary.parent, Path(source).resolve()]))
+
+
 def prepare(name: str | DatasetCard, source: str | Path, out: str | Path | None = None, *,
             layout: str | None = None, split_policy: str = "auto", progress: bool = True) -> PrepareResult:
     """Verify ``source`` against card ``name`` and write the manifest into ``out`` (default data_home()/name).

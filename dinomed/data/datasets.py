@@ -158,11 +158,12 @@ class FileDataset(SkipOnError, ImageDataset):
         return target
 
 
-def _inside(root: Path, relative: str, source: str | Path, where: str) -> Path:
-    """``root / relative`` resolved; a path leaving ``root`` (``..``, absolute elsewhere) is an error."""
+def _inside(root: Path, relative: str, source: str | Path, where: str, limit: Path | None = None) -> Path:
+    """``root / relative`` resolved; a path leaving ``limit`` (default ``root``) is an error."""
     path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise DataError(source, f"{where}: path '{relative}' points outside the data root {root}")
+    limit = limit or root
+    if not path.is_relative_to(limit.resolve()):
+        raise DataError(source, f"{where}: path '{relative}' points outside the data root {limit}")
     return path
 
 
@@ -226,6 +227,10 @@ class ManifestDataset(FileDataset):
         self.manifest = Path(manifest)
         rows = read_manifest(self.manifest)
         self.root = Path(cfg.root) if cfg.root else self.manifest.parent
+        from dinomed.catalogue.prepare import prepared_root
+
+        # a manifest written by `dinomed datasets prepare` also points into its untouched source folder
+        self.limit = None if cfg.root else prepared_root(self.manifest)
         present = set(rows[0])
         columns = {role: cfg.columns.get(role, role) for role in ("image", "label", "mask", "depth", "group", "split")}
         missing = [f"'{col}'" + (f" (data.columns.{role})" if role in cfg.columns else "")
@@ -249,8 +254,9 @@ class ManifestDataset(FileDataset):
         image = value("image")
         if image is None:
             raise DataError(self.manifest, f"{where}: empty image path")
-        paths = {role: _inside(self.root, value(role), self.manifest, where) for role in ("mask", "depth") if value(role)}
-        image_path = _inside(self.root, image, self.manifest, where)
+        paths = {role: _inside(self.root, value(role), self.manifest, where, self.limit)
+                 for role in ("mask", "depth") if value(role)}
+        image_path = _inside(self.root, image, self.manifest, where, self.limit)
         if not image_path.is_file():
             raise DataError(image_path, f"image file not found (listed in {self.manifest}, {where})")
         meta = {"key": image, "row": number, **({"split": value("split")} if value("split") else {})}
