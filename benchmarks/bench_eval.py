@@ -134,7 +134,7 @@ def attention_table(spec: Spec, run_dir: Path, images: Path, size: int) -> tuple
                      f"{seconds:.0f} s, load {before}"])
         pngs, _ = attention_pngs(model, shown, transform, recipe.modality, keep=recipe.eval.attention_keep, count=1,
                                  label=name)
-        path = images / f"cvc_attention_{'pretrained' if backbone == run_dir else 'random'}.png"
+        path = images / f"attention_endoscopy_{'pretrained' if backbone == run_dir else 'random'}.png"
         path.write_bytes(small_png(pngs[0]))
         files.append(str(path.relative_to(ROOT)))
     return rows, files
