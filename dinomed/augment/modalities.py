@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from dinomed.augment.ops import Op
 from dinomed.config import from_dict, option
+from dinomed.registry import Registry
 
 __all__ = [
     "Preset",
@@ -36,7 +37,7 @@ __all__ = [
 
 ViewKind = Literal["global", "local"]
 P = TypeVar("P", bound="Preset")
-_REGISTRY: dict[str, type[Preset]] = {}
+PRESETS: Registry[type[Preset]] = Registry("modality", "modalities")
 
 # ITU-R BT.601 luma weights: how a 3-channel mean/std folds into one channel.
 _LUMA = (0.299, 0.587, 0.114)
@@ -44,27 +45,17 @@ _LUMA = (0.299, 0.587, 0.114)
 
 def register_modality(name: str) -> Callable[[type[P]], type[P]]:
     """Class decorator adding a preset to the registry under ``name`` (the recipe's ``modality``)."""
-
-    def wrap(cls: type[P]) -> type[P]:
-        if name in _REGISTRY:
-            raise ValueError(f"modality preset '{name}' is already registered by {_REGISTRY[name].__name__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+    return PRESETS.register(name)
 
 
 def available_modalities() -> list[str]:
     """Names of the registered presets."""
-    return sorted(_REGISTRY)
+    return PRESETS.names()
 
 
 def get_preset(name: str, params: Mapping[str, Any] | None = None) -> Preset:
     """The preset registered as ``name`` with ``params`` (``augment.params``) replacing its defaults."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown modality '{name}'; valid modalities are {available_modalities()}")
-    cls = _REGISTRY[name]
+    cls = PRESETS.get(name)
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in params or {}:
         if key not in valid:

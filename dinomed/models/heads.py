@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
+
+from dinomed.registry import Registry
 
 
 class DINOProjectionHead(nn.Module):
@@ -62,18 +66,12 @@ class DINOProjectionHead(nn.Module):
 # A task head reads ``features``: one ``(patches (B, C, h, w), cls (B, C))`` pair per selected block, as
 # produced by :func:`backbone_features`, and returns full-resolution outputs for an ``(H, W)`` image.
 Features = list[tuple[torch.Tensor, torch.Tensor]]
-HEADS: dict[str, type["TaskHead"]] = {}
+HEADS: Registry[type["TaskHead"]] = Registry("task", "tasks", attribute="task")
 
 
-def register_head(name: str):
+def register_head(name: str) -> Callable[[type["TaskHead"]], type["TaskHead"]]:
     """Class decorator adding a task head to :data:`HEADS` under ``name`` (``seg``, ``depth``, ``cls``)."""
-
-    def decorator(cls: type["TaskHead"]) -> type["TaskHead"]:
-        cls.task = name
-        HEADS[name] = cls
-        return cls
-
-    return decorator
+    return HEADS.register(name)
 
 
 def evenly_spaced_blocks(depth: int, count: int = 4) -> list[int]:
@@ -203,8 +201,8 @@ class ClassificationHead(TaskHead):
 
 def build_head(task: str, embed_dim: int, depth: int, *, blocks: list[int] | None = None, **kwargs) -> TaskHead:
     """The one construction path of task heads; ``blocks`` defaults to 4 evenly spaced ones (last for ``cls``)."""
-    if task not in HEADS:
-        raise ValueError(f"Unknown task '{task}'. Valid tasks are {sorted(HEADS)}")
+    if task not in HEADS:  # same wording as the task's losses and metrics
+        raise ValueError(f"Unknown task '{task}'. Valid tasks are {HEADS.names()}")
     blocks = list(blocks) if blocks else evenly_spaced_blocks(depth)
     bad = [b for b in blocks if not -depth <= b < depth]
     if bad:

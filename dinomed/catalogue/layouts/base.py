@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dinomed.config import option
+from dinomed.registry import Registry
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -67,31 +68,21 @@ class Layout:
         raise NotImplementedError
 
 
-_LAYOUTS: dict[str, type[Layout]] = {}
+LAYOUTS: Registry[type[Layout]] = Registry("layout converter", "layout converters")
 
 
 def register_layout(name: str) -> Callable[[type[Layout]], type[Layout]]:
     """Class decorator adding a converter to the registry under ``name`` (the card's ``converter`` key)."""
-
-    def decorate(cls: type[Layout]) -> type[Layout]:
-        if name in _LAYOUTS:
-            raise ValueError(f"layout converter '{name}' is registered twice")
-        cls.name = name
-        _LAYOUTS[name] = cls
-        return cls
-
-    return decorate
+    return LAYOUTS.register(name)
 
 
 def get_layout(name: str) -> Layout:
     """An instance of the converter registered as ``name``; the error lists the registered names."""
-    if name not in _LAYOUTS:
-        raise ValueError(f"unknown layout converter '{name}'; registered: {sorted(_LAYOUTS)}")
-    return _LAYOUTS[name]()
+    return LAYOUTS.get(name)()
 
 
 def layout_names() -> list[str]:
-    return sorted(_LAYOUTS)
+    return LAYOUTS.names()
 
 
 def file_attrs(path: Path) -> dict[str, str]:
