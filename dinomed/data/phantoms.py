@@ -1,10 +1,11 @@
 """Seeded synthetic images with real anatomy-like structure: the built-in default data of every modality.
 
 Each sample is a pure function of ``(modality, seed, index, size)`` and renders in a few milliseconds with
-vectorised numpy, so the DataLoader can draw them on the fly during pretraining. Classes differ in *local*
-structure (a drusen is an RPE elevation, fluid a dark pocket, CNV a hyper-reflective lesion that breaks the
-layers), and every image carries per-group nuisance (tilt, curvature, gain, speckle, camera pose) shared by a
-simulated patient / video sequence, so grouped splits matter and a random-init ViT is not enough.
+vectorised numpy, so the DataLoader can draw them on the fly during pretraining. Classes differ in salient,
+characteristic structure (OCT: several drusen lifting the RPE across the macula, large dark cystoid spaces in a
+thickened retina, a large hyper-reflective CNV mass breaking the layers), and every image carries per-group
+nuisance (tilt, curvature, gain, speckle, camera pose) shared by a simulated patient / video sequence, so grouped
+splits matter and a random-init ViT is not enough.
 
     ds = PhantomDataset("oct", count=256, size=(224, 224), seed=0)
     sample = ds[0]            # {"image": (224, 224, 1) float32, "label": 2, "mask": ..., "meta": {...}}
@@ -152,17 +153,21 @@ def _render_oct(rng_g: np.random.Generator, rng: np.random.Generator, index: int
     h, w = size
     y, x = _grid(h, w)
     y, xs = y * h, x[0]  # y in pixels (h, 1); xs in [0, 1] (w,)
-    # Patient / scan nuisance: position, tilt and curvature of the eye wall, thickness, gain, speckle.
-    g = dict(rpe=rng_g.uniform(0.6, 0.76), tilt=rng_g.uniform(-0.14, 0.14), curv=rng_g.uniform(-0.12, 0.3),
-             thick=rng_g.uniform(0.2, 0.3), fovea=rng_g.uniform(0.35, 0.65), pit_w=rng_g.uniform(0.07, 0.13),
+    # Patient / scan nuisance: position, tilt and curvature of the eye wall, thickness, gain, speckle. Ranges are
+    # those of a macula-centred clinical scan (the operator levels and centres the retina), narrow enough that
+    # the pathology, not the pose, is what tells scans apart, as in Kermany-style OCT datasets.
+    g = dict(rpe=rng_g.uniform(0.64, 0.72), tilt=rng_g.uniform(-0.06, 0.06), curv=rng_g.uniform(0.0, 0.16),
+             thick=rng_g.uniform(0.22, 0.28), fovea=rng_g.uniform(0.42, 0.58), pit_w=rng_g.uniform(0.07, 0.12),
              slice_f=rng_g.uniform(2.0, 5.0), gain_db=rng_g.uniform(-2.0, 2.0), floor_db=rng_g.uniform(-30, -24),
-             looks=rng_g.uniform(1.0, 2.5), refl=rng_g.uniform(0.8, 1.25, len(_OCT_LAYERS)))
+             looks=rng_g.uniform(1.0, 2.5), refl=rng_g.uniform(0.85, 1.15, len(_OCT_LAYERS)))
     pit = math.exp(-(((index % GROUP_SIZE) - g["slice_f"]) / 1.5) ** 2)  # fovea deepest on central B-scans
-    fovea = g["fovea"] + rng.uniform(-0.06, 0.06)
+    fovea = g["fovea"] + rng.uniform(-0.04, 0.04)
     xc = xs - 0.5
-    bruch = h * (g["rpe"] + rng.uniform(-0.03, 0.03) + (g["tilt"] + rng.uniform(-0.03, 0.03)) * xc
-                 + g["curv"] * xc**2 + 0.006 * _noise1d(rng, w, 3))
-    total = h * g["thick"] * (1 + 0.08 * _noise1d(rng, w, 2))
+    bruch = h * (g["rpe"] + rng.uniform(-0.015, 0.015) + (g["tilt"] + rng.uniform(-0.02, 0.02)) * xc
+                 + g["curv"] * xc**2 + 0.005 * _noise1d(rng, w, 3))
+    total = h * g["thick"] * (1 + 0.06 * _noise1d(rng, w, 2))
+    if label in (2, 3):  # macular oedema / a neovascular membrane fills in the foveal pit
+        pit *= 0.3
     pit_shape = pit * np.exp(-(((xs - fovea) / g["pit_w"]) ** 2))
     thick = np.zeros((len(_OCT_LAYERS), w), np.float32)
     for name, share, _ in _OCT_LAYERS:
@@ -172,26 +177,32 @@ def _render_oct(rng_g: np.random.Generator, rng: np.random.Generator, index: int
     thick[_OCT["onl"]] *= 1.0 + 0.35 * pit_shape
     thick[_OCT["nfl"]] *= np.clip(1.0 + 1.2 * (xs - fovea), 0.3, None)  # thicker towards the optic disc
 
+    # Lesions are macular (centred near the fovea) and large, as in the scans graders label at a glance.
     cysts: list[tuple[float, float, float]] = []
-    if label == 1:  # drusen: dome-shaped elevations of the RPE above Bruch's membrane
-        for _ in range(rng.integers(1, 5)):
-            width = rng.uniform(0.04, 0.11)
-            height = max(rng.uniform(0.25, 0.8) * width * w * 0.5, 2.5)
-            thick[_OCT["drusen"]] += height * _dome(xs, rng.uniform(0.12, 0.88), width, rng.uniform(0.5, 1.2))
-    elif label == 2:  # fluid: cystoid pockets in the nuclear layers, often with subretinal fluid
-        for _ in range(rng.integers(1, 5)):
-            rx = max(rng.uniform(0.025, 0.07) * w, 2.5)
-            ry = max(rx * rng.uniform(0.5, 1.0), 2.0)
-            cx = rng.uniform(0.15, 0.85)
-            thick[_OCT["onl"]] += 2.2 * ry * _dome(xs, cx, 1.6 * rx / w)  # oedema thickens the retina
+    if label == 1:  # drusen: many dome-shaped RPE elevations spread across the macula
+        n = int(rng.integers(3, 7))
+        centres = fovea + np.linspace(-0.32, 0.32, n) + rng.uniform(-0.5, 0.5, n) * 0.64 / n  # irregular spacing
+        for c in centres:
+            width = rng.uniform(0.03, 0.07)
+            height = max(rng.uniform(0.03, 0.065) * h, 2.5)
+            thick[_OCT["drusen"]] += height * _dome(xs, c, width, rng.uniform(0.5, 1.0))
+    elif label == 2:  # fluid: large cystoid spaces in a thickened retina, usually over a serous detachment
+        for _ in range(rng.integers(2, 6)):
+            rx = max(rng.uniform(0.035, 0.08) * w, 2.5)
+            ry = max(rx * rng.uniform(0.6, 1.0), 2.0)
+            cx = fovea + rng.uniform(-0.2, 0.2)
+            thick[_OCT["onl"]] += 1.5 * ry * _dome(xs, cx, 1.6 * rx / w)  # oedema thickens the retina
             cysts.append((cx * w, rx, ry))
-        if rng.random() < 0.5:
-            thick[_OCT["subretinal"]] += max(rng.uniform(0.03, 0.09) * h, 2.5) * _dome(
-                xs, rng.uniform(0.25, 0.75), rng.uniform(0.1, 0.2), 0.7)
-    elif label == 3:  # CNV: irregular hyper-reflective tissue above the RPE, lifting and breaking the layers
-        centre, width = rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.18)
-        profile = _dome(xs, centre, width, 0.8) * np.clip(1 + 0.6 * _noise1d(rng, w, 12), 0.2, None)
-        thick[_OCT["cnv"]] += max(rng.uniform(0.05, 0.11) * h, 3.0) * profile
+        if rng.random() < 0.75:
+            thick[_OCT["subretinal"]] += max(rng.uniform(0.05, 0.1) * h, 2.5) * _dome(
+                xs, fovea + rng.uniform(-0.08, 0.08), rng.uniform(0.14, 0.24), 0.7)
+    elif label == 3:  # CNV: a large irregular hyper-reflective mass above the RPE, with subretinal fluid
+        centre, width = fovea + rng.uniform(-0.08, 0.08), rng.uniform(0.12, 0.22)
+        profile = _dome(xs, centre, width, 0.7) * np.clip(1 + 0.5 * _noise1d(rng, w, 12), 0.3, None)
+        thick[_OCT["cnv"]] += max(rng.uniform(0.08, 0.14) * h, 3.0) * profile
+        side = 1.0 if rng.random() < 0.5 else -1.0  # exudation at one margin of the membrane (not in the mask)
+        thick[_OCT["subretinal"]] += max(rng.uniform(0.02, 0.045) * h, 1.5) * _dome(
+            xs, centre + side * width * rng.uniform(0.6, 0.9), width * rng.uniform(0.5, 0.8), 0.7)
     bounds = bruch[None, :] - np.cumsum(thick[::-1], axis=0)[::-1]  # top boundary of each layer, (K, w)
 
     refl = np.zeros((h, w), np.float32)
@@ -212,7 +223,7 @@ def _render_oct(rng_g: np.random.Generator, rng: np.random.Generator, index: int
     lesion = {1: "drusen", 2: "subretinal", 3: "cnv"}.get(label)
     if lesion is not None:
         k = _OCT[lesion]
-        inside = ramps[k] - ramps[k + 1]
+        inside = ramps[k] - ramps[k + 1]  # for CNV: the neovascular tissue only, not its exudate
         mask[inside > 0.5] = label
         if label == 3:  # heterogeneous lesion; the photoreceptor band and RPE above/below it are disrupted
             refl *= 1 + 0.5 * inside * _noise(rng, size, 30)
