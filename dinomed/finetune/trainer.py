@@ -39,6 +39,7 @@ from dinomed.models.heads import HEADS, build_head
 from dinomed.models.lora import LoraSettings
 from dinomed.recipe import Recipe
 from dinomed.runs import METRICS_FILE, MetricsLog, write_json
+from dinomed.ssl.optim import adamw
 from dinomed.ssl.trainer import resolve_device
 
 LAST, BEST = "checkpoints/last.pt", "checkpoints/best.pt"
@@ -211,7 +212,7 @@ class FinetuneTrainer:
         backbone = [p for p in self.model.backbone.parameters() if p.requires_grad]
         backbone_lr = cfg.backbone_lr if cfg.mode == "full" else cfg.lr
         groups = [{"params": head, "lr": cfg.lr}] + ([{"params": backbone, "lr": backbone_lr}] if backbone else [])
-        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        return adamw(groups, self.device, weight_decay=cfg.weight_decay)
 
     # ------------------------------------------------------------------------------------------- state
     def _weights(self) -> dict[str, torch.Tensor]:

@@ -27,7 +27,8 @@ def update_teacher(student: nn.Module, teacher: nn.Module, momentum: float) -> N
     """In place ``teacher = momentum * teacher + (1 - momentum) * student`` over parameters matched by name.
 
     Buffers (e.g. BatchNorm running statistics in a ``use_bn`` head) are copied from the student.
-    Uses fused ``torch._foreach`` kernels: one launch for all parameters instead of one per tensor.
+    One ``torch._foreach_lerp_`` (``t + (1 - m) * (s - t)``, the same average) reads each tensor once, where a
+    multiply-then-add pass reads the teacher twice.
     """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"update_teacher: momentum must be in [0, 1], got {momentum}")
@@ -43,8 +44,7 @@ def update_teacher(student: nn.Module, teacher: nn.Module, momentum: float) -> N
     names = list(t_params)
     teacher_tensors = [t_params[n].data for n in names]
     student_tensors = [s_params[n].data for n in names]
-    torch._foreach_mul_(teacher_tensors, momentum)
-    torch._foreach_add_(teacher_tensors, student_tensors, alpha=1.0 - momentum)
+    torch._foreach_lerp_(teacher_tensors, student_tensors, 1.0 - momentum)
     t_buffers = dict(teacher.named_buffers())
     for name, buffer in student.named_buffers():
         if name in t_buffers:

@@ -44,7 +44,7 @@ from dinomed.ssl.ema import update_teacher
 from dinomed.ssl.koleo import KoLeoLoss
 from dinomed.ssl.monitor import collapse_stats, collapse_verdict, is_collapsing
 from dinomed.ssl.networks import build_student_teacher
-from dinomed.ssl.optim import cancel_last_layer_gradients, clip_gradients, param_groups
+from dinomed.ssl.optim import adamw, cancel_last_layer_gradients, clip_gradients, param_groups
 from dinomed.ssl.schedules import Schedules, build_schedules
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -167,7 +167,7 @@ class DINOTrainer:
             center_momentum=recipe.dino.center_momentum,
         ).to(self.device)
         self.koleo = KoLeoLoss() if recipe.dino.koleo_weight > 0 else None
-        self.optimizer = torch.optim.AdamW(param_groups(self.student))
+        self.optimizer = adamw(param_groups(self.student), self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
 
