@@ -17,7 +17,7 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dinomed.augment.ops import CUSTOM_OPS, Op  # noqa: E402
+from dinomed.augment.ops import CUSTOM_OPS, Op, foreground_mask  # noqa: E402
 
 __all__ = ["Pipeline", "build_pipeline", "resize"]
 
@@ -45,6 +45,32 @@ class _CustomOp(A.ImageOnlyTransform):
         return ("op_name", "op_params")
 
 
+class _ForegroundResizedCrop(A.RandomResizedCrop):
+    """A random-resized crop redrawn until ``foreground`` of its area is foreground (the best of ``tries`` draws)."""
+
+    def __init__(self, foreground: float, tries: int = 10, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.foreground, self.tries = foreground, tries
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        # summed-area table: each candidate's foreground count is four lookups
+        table = np.pad(foreground_mask(data["image"]).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        best, best_fraction = None, -1.0
+        for _ in range(self.tries):
+            coords = super().get_params_dependent_on_data(params, data)
+            x0, y0, x1, y1 = coords["crop_coords"]
+            count = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+            fraction = count / max(1, (y1 - y0) * (x1 - x0))
+            if fraction >= self.foreground:
+                return coords
+            if fraction > best_fraction:
+                best, best_fraction = coords, fraction
+        return best
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return (*super().get_transform_init_args_names(), "foreground", "tries")
+
+
 def _odd(value: float) -> int:
     k = max(3, int(round(value)))
     return k if k % 2 else k + 1
@@ -54,7 +80,9 @@ def _builtin(op: Op, channels: int) -> A.BasicTransform:
     """The albumentations transform for a built-in op (parameter names as documented in ``ops``)."""
     q, p = op.params, op.p
     if op.name == "random_resized_crop":
-        return A.RandomResizedCrop(size=tuple(q["size"]), scale=tuple(q["scale"]), ratio=tuple(q["ratio"]), p=p)
+        crop = dict(size=tuple(q["size"]), scale=tuple(q["scale"]), ratio=tuple(q["ratio"]), p=p)
+        foreground = float(q.get("foreground", 0.0))
+        return _ForegroundResizedCrop(foreground, **crop) if foreground > 0 else A.RandomResizedCrop(**crop)
     if op.name == "hflip":
         return A.HorizontalFlip(p=p)
     if op.name == "vflip":

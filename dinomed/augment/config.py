@@ -2,7 +2,8 @@
 
 Crop-scale precedence: an explicit ``global_scale`` / ``local_scale`` in the recipe wins; left null (the
 default) the modality preset's suggestion is used (DINO's (0.4, 1) / (0.05, 0.4) unless the preset says why
-not, e.g. thermal's larger local crops). :func:`dinomed.augment.multicrop.resolve_scales` applies this rule.
+not, e.g. thermal's larger local crops). :func:`dinomed.augment.multicrop.resolve_scales` applies this rule; the
+crops' least ``foreground`` fraction follows the same precedence.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ class AugmentConfig:
     local_size: int = option(96, "local crop side in pixels", min=16)
     local_scale: tuple[float, float] | None = option(
         None, "local crop area fraction range; null = the modality preset's default", min=0.0, max=1.0
+    )
+    foreground: float | None = option(
+        None, "least foreground (tissue) fraction of every crop, redrawn up to 10 times; null = the modality "
+        "preset's default (oct 0.3: keeps crops off the empty vitreous, 0 elsewhere)", min=0.0, max=1.0
     )
     strength: float = option(
         1.0, "scales the probability/magnitude of photometric ops (0 = crops, flips and rotations only)", min=0.0

@@ -106,8 +106,10 @@ def resolve_scales(cfg: AugmentConfig, preset: Preset) -> tuple[tuple[float, flo
     )
 
 
-def _crop(size: int, scale: tuple[float, float]) -> Op:
-    return Op("random_resized_crop", params={"size": (size, size), "scale": scale, "ratio": CROP_RATIO}, photometric=False)
+def _crop(size: int, scale: tuple[float, float], foreground: float) -> Op:
+    params = {"size": (size, size), "scale": scale, "ratio": CROP_RATIO}
+    return Op("random_resized_crop", params={**params, "foreground": foreground} if foreground else params,
+              photometric=False)
 
 
 def _view(crop: Op, ops: Sequence[Op], strength: float) -> list[Op]:
@@ -119,7 +121,8 @@ def build_multicrop(modality: str, cfg: AugmentConfig, channels: int) -> MultiCr
     """The multi-crop of ``modality``'s preset (with ``cfg.params``) for the geometry in ``cfg``."""
     preset = get_preset(modality, cfg.params)
     global_scale, local_scale = resolve_scales(cfg, preset)
-    g_crop, l_crop = _crop(cfg.global_size, global_scale), _crop(cfg.local_size, local_scale)
+    foreground = cfg.foreground if cfg.foreground is not None else preset.foreground
+    g_crop, l_crop = _crop(cfg.global_size, global_scale, foreground), _crop(cfg.local_size, local_scale, foreground)
     views = [_view(g_crop, preset.ops("global", i, channels), cfg.strength) for i in range(cfg.global_crops)]
     views += [_view(l_crop, preset.ops("local", i, channels), cfg.strength) for i in range(cfg.local_crops)]
     mean, std = preset.normalization(channels)

@@ -6,7 +6,9 @@ module, so it can be swapped without touching a preset.
 
 Built-in ops (implemented by the backend) and their parameters::
 
-    random_resized_crop  size (h, w), scale (lo, hi), ratio (lo, hi)   area fraction and aspect ratio ranges
+    random_resized_crop  size (h, w), scale (lo, hi), ratio (lo, hi)   area fraction and aspect ratio ranges;
+                         foreground (optional, 0-1): redraw until that fraction of the crop is foreground
+                         (:func:`foreground_mask`), keeping the most-foreground of 10 draws otherwise
     hflip / vflip        -
     rotate               limit (degrees, angle ~ U(-limit, limit)), border ("constant" zero fill | "reflect")
     color_jitter         brightness, contrast, saturation, hue        (torchvision ColorJitter semantics)
@@ -45,6 +47,24 @@ __all__ = [
     "stripe_noise",
     "dead_pixels",
 ]
+
+
+def foreground_mask(image: np.ndarray, bins: int = 64) -> np.ndarray:
+    """Pixels above the image's Otsu threshold (on the channel mean): tissue against the dark background.
+
+    Used by foreground-aware crops: in an OCT B-scan most of the frame is empty vitreous or choroid shadow, and a
+    crop that lands only there holds no anatomy for DINO to match against the other views.
+    """
+    gray = image.mean(axis=-1) if image.ndim == 3 else image
+    hist, edges = np.histogram(gray, bins=bins)
+    weight = np.cumsum(hist)
+    mass = np.cumsum(hist * (edges[:-1] + edges[1:]) / 2)
+    below, above = weight[:-1], weight[-1] - weight[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = below * above * (mass[:-1] / below - (mass[-1] - mass[:-1]) / above) ** 2
+    if not np.isfinite(between).any():  # a constant image has no foreground
+        return np.zeros(gray.shape, dtype=bool)
+    return gray > edges[1 + int(np.nanargmax(np.where(np.isfinite(between), between, np.nan)))]
 
 
 def speckle_noise(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.2) -> np.ndarray:
@@ -139,7 +159,7 @@ CUSTOM_OPS: dict[str, CustomOp] = {
 }
 
 BUILTIN_OPS: dict[str, tuple[str, ...]] = {
-    "random_resized_crop": ("size", "scale", "ratio"),
+    "random_resized_crop": ("size", "scale", "ratio", "foreground"),
     "hflip": (),
     "vflip": (),
     "rotate": ("limit", "border"),

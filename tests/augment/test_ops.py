@@ -10,6 +10,7 @@ from dinomed.augment.ops import (
     Op,
     circular_fov_mask,
     dead_pixels,
+    foreground_mask,
     specular_highlights,
     speckle_noise,
     stripe_noise,
@@ -86,3 +87,31 @@ def test_strength_scales_photometric_ops_only() -> None:
     assert speckle.scaled(2.0).p == 1.0 and speckle.scaled(2.0).params["sigma"] == pytest.approx(0.4)
     assert speckle.scaled(0.0) is None
     assert flip.scaled(0.0) is flip
+
+
+def _band_image(seed: int = 0) -> np.ndarray:
+    """A dark speckled frame with one bright horizontal band (a retina) over 20 % of the rows."""
+    image = _rng(seed).uniform(0.0, 0.15, (100, 120, 1)).astype(np.float32)
+    image[40:60] += 0.6
+    return image
+
+
+def test_foreground_mask_finds_the_bright_band_and_nothing_in_a_flat_image() -> None:
+    mask = foreground_mask(_band_image())
+    assert mask[40:60].all() and not mask[:40].any() and not mask[60:].any()
+    assert not foreground_mask(np.full((32, 32, 3), 0.5, dtype=np.float32)).any()
+
+
+def test_foreground_crops_land_on_the_band_and_stay_reproducible() -> None:
+    from dinomed.augment.backend import build_pipeline
+
+    image = _band_image()
+    params = {"size": (24, 24), "scale": (0.05, 0.15), "ratio": (0.75, 1.33)}
+    plain = build_pipeline([Op("random_resized_crop", params=params, photometric=False)], 1)
+    aware = build_pipeline([Op("random_resized_crop", params={**params, "foreground": 0.5}, photometric=False)], 1)
+
+    def band_share(pipeline) -> float:  # share of crops that are at least (about) half band
+        return float(np.mean([(pipeline(image, seed) > 0.35).mean() >= 0.45 for seed in range(200)]))
+
+    assert band_share(aware) > 0.9 > 0.5 > band_share(plain)
+    np.testing.assert_array_equal(aware(image, 7), aware(image, 7))
