@@ -42,9 +42,8 @@ from dinomed.models.backbones import create_backbone
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()
 
-# CPU-sized pretraining: the --quick profile at 64 px globals and 2 x 32 px locals, 40 steps of 16 images.
-LIGHT = ["augment.global_size=64", "augment.local_crops=2", "augment.local_size=32", "data.num_workers=1",
-         "train.max_steps=40"]
+# CPU-sized pretraining: the --quick profile (ViT-Ti/16, 2x112 + 4x48 crops, K=1024) with one loader worker.
+QUICK = ["data.num_workers=1"]
 
 
 @dataclass
@@ -60,7 +59,7 @@ class Spec:
         return [s.replace("{data}", str(data_root)) for s in self.data]
 
     def pretrain_command(self, data_root: Path, runs: Path) -> str:
-        sets = [*self.overrides(data_root), *self.schedule, *LIGHT, f"train.output_dir={runs}",
+        sets = [*self.overrides(data_root), *self.schedule, *QUICK, f"train.output_dir={runs}",
                 f"train.run_name={self.name}"]
         return f"dinomed pretrain --recipe {self.recipe} --quick " + " ".join(f"--set {shlex.quote(s)}" for s in sets)
 
@@ -68,13 +67,13 @@ class Spec:
 SPECS = {
     "cvc": Spec("cvc-quick", "endoscopy",
                 ["data.source=manifest", "data.manifest={data}/endoscopy/cvc-clinicdb/index.csv",
-                 "data.columns={group: sequence}"], ["train.epochs=1", "optim.warmup_epochs=0.2"]),
+                 "data.columns={group: sequence}"], ["train.epochs=8"]),
     "oct": Spec("oct-quick", "oct",
                 ["data.source=manifest", "data.manifest={data}/oct/index.csv", "data.columns={group: patient_id}"],
-                ["train.epochs=4", "optim.warmup_epochs=0.5"]),
+                ["train.epochs=20", "optim.warmup_epochs=2"]),
     "hituav": Spec("hituav-quick", "thermal",
                    ["data.source=coco", "data.annotations={data}/thermal/hit-uav/annotations.json"],
-                   ["train.epochs=1", "optim.warmup_epochs=0.1"]),
+                   ["train.epochs=2", "optim.warmup_epochs=0.2"]),
 }
 
 
@@ -90,7 +89,7 @@ def pretrained_run(spec: Spec, data_root: Path, runs: Path) -> tuple[Path, str]:
     from dinomed.ssl.trainer import pretrain
 
     start, before = time.perf_counter(), load()
-    pretrain(spec.recipe, [*spec.overrides(data_root), *spec.schedule, *LIGHT, f"train.output_dir={runs}",
+    pretrain(spec.recipe, [*spec.overrides(data_root), *spec.schedule, *QUICK, f"train.output_dir={runs}",
                            f"train.run_name={spec.name}"], quick=True, console=console)
     return run_dir, f"{time.perf_counter() - start:.0f} s, load {before} -> {load()}"
 
@@ -171,7 +170,10 @@ def tables(args: argparse.Namespace) -> None:
     images = ROOT / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
     cache = runs / "eval-cache"
-    runs_info = {key: pretrained_run(spec, data_root, runs) for key, spec in SPECS.items()}
+    runs_info = {key: pretrained_run(spec, data_root, runs) for key, spec in SPECS.items()
+                 if not (key == "cvc" and args.cvc_run)}
+    if args.cvc_run:
+        runs_info["cvc"] = (Path(args.cvc_run), f"given (--cvc-run {args.cvc_run})")
     attention_rows, files = attention_table(SPECS["cvc"], runs_info["cvc"][0], images, args.attention_size)
     rows = [row for key in ("oct", "hituav") for row in probe_rows(SPECS[key], runs_info[key][0], cache)]
     commands = "\n".join(SPECS[key].pretrain_command(data_root, runs) + f"   # {info}"
@@ -181,9 +183,10 @@ def tables(args: argparse.Namespace) -> None:
 Written on {time.strftime('%Y-%m-%d %H:%M')} by
 `python benchmarks/bench_eval.py tables --runs {runs} --data {data_root}`
 ({os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads; the cores are shared, so
-every timing carries the 1/5/15-min load average at its start). ViT-Ti/16, `--quick` profile at 64 px globals,
-at most 40 optimisation steps of 16 images per data set: a smoke-scale pretrain, not a converged one. Pretraining
-sees every image of its data set without labels (the test images included); splits are grouped (sequence / patient /
+every timing carries the 1/5/15-min load average at its start). ViT-Ti/16, `--quick` profile (2x112 + 4x48 crops),
+a few hundred optimisation steps of 16 images per data set (commands below): minutes of CPU, far from a converged
+pretrain. Unless a run is given, pretraining sees every image of its data set without labels (the test images
+included); splits are grouped (sequence / patient /
 frame), so no group spans train and test.
 
 ## Pretraining commands (run by the script when `--runs` lacks them)
@@ -204,7 +207,7 @@ Overlays (the test frame with the largest polyp; green = ground truth): {", ".jo
 ## HIT-UAV object crops and OCT B-scans: frozen-feature classification (balanced accuracy)
 
 kNN: weighted, k=20 (clipped to the train split), T=0.07, CLS features. Linear probe: learning rate swept over
-{{1e-3 ... 1e-1}} and chosen on val, 100 epochs. Input = the pretrain size (64 px). HIT-UAV: 5 classes (Person,
+{{1e-3 ... 1e-1}} and chosen on val, 100 epochs. Input = the pretrain size (112 px). HIT-UAV: 5 classes (Person,
 Car, Bicycle, OtherVehicle, DontCare; the last two have < 20 crops), one crop per box with 10 % context.
 OCT: 6 classes (AMD, CNV, DME, DRUSEN, NORMAL, VID); class is confounded with source and view (AMD/VID are OCTDL
 full scans with drawn contours, most CNV/DME/DRUSEN are retina crops), so high scores partly read the view.
@@ -273,6 +276,8 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/bench-eval", help="folder of the pretrain run dirs (made if missing)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="the shared/data folder")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval.md"))
+    parser.add_argument("--cvc-run", help="a CVC-ClinicDB pretrain run to use instead of pretraining one (e.g. "
+                        "bench_label_scarce.py's, which saw the train sequences only)")
     parser.add_argument("--attention-size", type=int, default=224, help="input side for the CVC attention maps")
     parser.add_argument("--arch", default="vit_small_patch16_224", help="throughput: architecture")
     parser.add_argument("--size", type=int, default=224, help="throughput: image side")

@@ -3,7 +3,7 @@
 Compares, on the same held-out sequences (grouped split by ``sequence``, ``data.split_seed`` 0), the same labelled
 subsets (5 / 10 / 25 / 100 % of the train split) and the same seeds, at an equal wall-clock budget per run:
 
-* ``lora-pretrained``   LoRA + head on a dinomed-pretrained ViT (``--pretrained RUN_DIR`` or ``--pretrain-steps N``)
+* ``lora-pretrained``   LoRA + head on a dinomed-pretrained ViT (``--pretrained RUN_DIR`` or ``--pretrain-epochs N``)
 * ``lora-random``       LoRA + head on a randomly initialised ViT
 * ``full-random``       the same ViT + head, every weight trained from scratch
 * ``frozen-pretrained`` frozen pretrained ViT, head only
@@ -11,7 +11,7 @@ subsets (5 / 10 / 25 / 100 % of the train split) and the same seeds, at an equal
                         ~0.62 with all, in 6 CPU-minutes)
 
 Every run is a fresh subprocess, so its peak resident memory (VmHWM) is its own. All runs use the paired
-training augmentation of the endoscopy preset. ``--pretrain-steps`` pretrains on the *train split's* frames only
+training augmentation of the endoscopy preset. ``--pretrain-epochs`` pretrains on the *train split's* frames only
 (never the val/test sequences). ``--depth`` adds the depth variant on the endoscopy phantom (known metric depth):
 AbsRel and delta < 1.25 per method (ViT methods only). Results: a rich table and ``benchmarks/results/label_scarce.md``.
 
@@ -19,7 +19,7 @@ Usage::
 
     python benchmarks/bench_label_scarce.py --smoke                       # seconds-sized check of every path
     python benchmarks/bench_label_scarce.py --pretrained runs/cvc-dino --minutes 6 --seeds 0 1 2
-    python benchmarks/bench_label_scarce.py --pretrain-steps 2000 --budgets 0.1 --methods lora-random unet --seeds 0
+    python benchmarks/bench_label_scarce.py --pretrain-epochs 20 --budgets 0.1 --methods lora-random unet --seeds 0
 """
 
 from __future__ import annotations
@@ -195,12 +195,12 @@ def pretrain_backbone(args: argparse.Namespace, work: Path) -> Path:
     from dinomed.ssl.trainer import pretrain
 
     manifest = train_split_manifest(args.cvc, work)
-    sets = [*data_overrides(args.cvc, None, manifest), f"train.max_steps={args.pretrain_steps}",
+    sets = [*data_overrides(args.cvc, None, manifest), f"train.epochs={args.pretrain_epochs}",
             "train.output_dir=" + str(work), "train.run_name=pretrain", f"model.arch={args.arch}",
             f"train.num_threads={args.threads}"]
     if args.smoke:
         sets += ["augment.global_size=32", "augment.local_size=16", "augment.local_crops=2", "train.batch_size=4",
-                 "model.out_dim=256", "model.hidden_dim=64", "model.bottleneck_dim=32"]
+                 "train.max_steps=2", "model.out_dim=256", "model.hidden_dim=64", "model.bottleneck_dim=32"]
     return pretrain("endoscopy", sets, quick=True).run_dir
 
 
@@ -238,7 +238,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, load: str) -> s
     lines = ["# Label-scarce segmentation on CVC-ClinicDB", "",
              f"Command: `python benchmarks/bench_label_scarce.py {' '.join(sys.argv[1:])}`  ",
              f"Date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
-             f"load average at start {load}; {args.minutes} min per run, {args.threads} thread(s), ViT "
+             f"load average at start {load}; {args.minutes} min per run, {args.jobs} run(s) at once with {args.threads} "
+             f"thread(s) each, ViT "
              f"{args.arch} at {args.size} px, UNet at {UNET_SIZE[0]}x{UNET_SIZE[1]}.", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(r.get(c, "-")) for c in columns) + " |" for r in rows]
@@ -250,7 +251,8 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cvc", type=Path, default=CVC, help="CVC-ClinicDB folder holding index.csv")
     parser.add_argument("--pretrained", type=Path, help="pretrain run dir / export folder for the *-pretrained methods")
-    parser.add_argument("--pretrain-steps", type=int, help="pretrain a backbone here (train split frames only)")
+    parser.add_argument("--pretrain-epochs", type=int,
+                        help="pretrain a backbone here for N epochs (--quick profile, train split frames only)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.05, 0.1, 0.25, 1.0],
                         help="labelled fractions of the train split (1.0 = all)")
@@ -260,7 +262,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=224, help="ViT input side (patch multiple)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads per run (runs are sequential)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (jobs x threads <= cores keeps runs fair)")
     parser.add_argument("--depth", action="store_true", help="also the depth variant on the endoscopy phantom")
     parser.add_argument("--work", type=Path, help="folder for run directories (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown results file")
@@ -271,10 +274,10 @@ def parse() -> argparse.Namespace:
         return args
     if args.smoke:
         args.size, args.minutes, args.budgets, args.seeds, args.batch_size = 32, 0.02, [0.1], [0], 4
-        args.pretrain_steps = args.pretrain_steps or (None if args.pretrained else 2)
+        args.pretrain_epochs = args.pretrain_epochs or (None if args.pretrained else 2)
     needs_backbone = any(m in PRETRAINED for m in args.methods)
-    if needs_backbone and not (args.pretrained or args.pretrain_steps):
-        parser.error("the *-pretrained methods need --pretrained RUN_DIR or --pretrain-steps N")
+    if needs_backbone and not (args.pretrained or args.pretrain_epochs):
+        parser.error("the *-pretrained methods need --pretrained RUN_DIR or --pretrain-epochs N")
     if not (args.cvc / "index.csv").is_file():
         parser.error(f"{args.cvc}: no index.csv (CVC-ClinicDB manifest); pass --cvc")
     return args
@@ -313,16 +316,19 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    from concurrent.futures import ThreadPoolExecutor
+
     from rich.console import Console
     from rich.progress import track
 
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").is_file() else "n/a"
     work = args.work or Path(tempfile.mkdtemp(prefix="dinomed-label-scarce-"))
     backbone = str(args.pretrained) if args.pretrained else None
-    if backbone is None and args.pretrain_steps and any(m in PRETRAINED for m in args.methods):
+    if backbone is None and args.pretrain_epochs and any(m in PRETRAINED for m in args.methods):
         backbone = str(pretrain_backbone(args, work))
     todo = jobs(args, backbone, work) + (depth_jobs(args, backbone, work) if args.depth else [])
-    results = [in_subprocess(job) for job in track(todo, description="label-scarce runs")]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job is its own subprocess
+        results = list(track(pool.map(in_subprocess, todo), total=len(todo), description="label-scarce runs"))
     rows = summarise(results, ("dice", "iou", "abs_rel", "delta1"))
     text = report(rows, args, load)
     args.out.parent.mkdir(parents=True, exist_ok=True)

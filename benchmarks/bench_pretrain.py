@@ -1,6 +1,6 @@
 """Pretraining benchmark: does DINO learn on the demo budget, and how fast is our step?
 
-Three measurements, each printed as a table and appended to ``benchmarks/results/pretrain.md``:
+Four measurements, each printed as a table and appended to ``benchmarks/results/pretrain.md``:
 
 1. **Learning**: the README demo run (``oct`` recipe, ``--quick``, OCT phantom) and then kNN top-1 (k=20, T=0.07,
    cosine, teacher CLS) on held-out phantom patients, pretrained backbone vs the same architecture at random init.
@@ -10,13 +10,20 @@ Three measurements, each printed as a table and appended to ``benchmarks/results
    a loop of lightly 1.6's DINOProjectionHead + DINOLoss + momentum update on the same timm backbone, timed side
    by side in this process (skipped with a note when lightly is not installed:
    ``pip install -c constraints.txt -r benchmarks/requirements-peers.txt``).
+4. **End-to-end peer comparison**: whole pretraining runs of dinomed and LightlyTrain 0.18 (``lightly_train``,
+   method ``dino``) on the same endoscopy-phantom PNG folder and the same config as 3., with the same loader
+   workers and torch threads. Seconds per step come from differencing a short and a long run of each, so start-up,
+   image listing and the final export cancel out; loading, augmentation, logging and the framework's loop remain.
+   LightlyTrain is skipped with a note when ``lightly_train`` is not installed or with ``--skip-lightlytrain``.
 
-Usage: ``python benchmarks/bench_pretrain.py [--skip-learning] [--steps 8]``.
+Usage: ``python benchmarks/bench_pretrain.py [--skip-learning] [--steps 8] [--e2e-steps 3 9] [--skip-lightlytrain]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +34,7 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
 from dinomed.augment.multicrop import build_eval_transform
-from dinomed.data.phantoms import PHANTOM_CLASSES, PhantomDataset
+from dinomed.data.phantoms import PHANTOM_CLASSES, PhantomDataset, write_phantom_dataset
 from dinomed.eval.features import extract_features
 from dinomed.eval.knn import knn_classify
 from dinomed.eval.metrics import balanced_accuracy
@@ -39,8 +46,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "pretrain.md"
 PEER_CONFIG = [
     "model.arch=vit_tiny_patch16_224", "model.out_dim=65536", "model.hidden_dim=2048", "model.drop_path_rate=0.0",
     "augment.global_size=224", "augment.local_crops=6", "augment.local_size=96", "train.batch_size=16",
-    "data.phantom.count=64", "data.phantom.size=[224,224]", "data.num_workers=0",
+    "data.phantom.count=64", "data.phantom.size=[224,224]", "data.num_workers=0", "train.device=cpu",
 ]
+E2E_EPOCHS = 100  # end-to-end runs: more epochs than any --e2e-steps needs; the step limit ends each run
 console = Console()
 
 
@@ -165,11 +173,120 @@ def throughput(recipe: Recipe, label: str, tmp: Path, steps: int, peak: float, p
     return rows
 
 
+def write_peer_images(recipe: Recipe, folder: Path) -> Path:
+    """The peer config's phantom as RGB PNGs on disk, so both trainers read and decode the same files.
+
+    Returns the ``images/`` sub-folder only: both list image files recursively and would otherwise also train on
+    the mask and depth PNGs written beside it.
+    """
+    phantom = recipe.data.phantom
+    write_phantom_dataset(recipe.modality, folder, count=phantom.count, size=tuple(phantom.size))
+    return folder / "images"
+
+
+def differenced(run: Callable[[int], object], steps: tuple[int, int]) -> float:
+    """Seconds per step from a short and a long run: what every run pays once (start-up, export) cancels out."""
+    elapsed = []
+    for n in steps:
+        start = time.perf_counter()
+        run(n)
+        elapsed.append(time.perf_counter() - start)
+    return (elapsed[1] - elapsed[0]) / (steps[1] - steps[0])
+
+
+def dinomed_seconds_per_step(folder: Path, steps: tuple[int, int]) -> float:
+    """Whole :func:`pretrain` runs on the PNG folder with the peer config, last layer trained from step 0."""
+    def run(n: int) -> None:
+        with tempfile.TemporaryDirectory() as out:
+            pretrain("endoscopy", [
+                *PEER_CONFIG, "data.source=folder", f"data.root={folder}",
+                f"train.num_threads={torch.get_num_threads()}", f"train.epochs={E2E_EPOCHS}", f"train.max_steps={n}",
+                f"train.checkpoint_every={n + 1}", "dino.freeze_last_layer=0", f"train.output_dir={out}",
+            ], quick=True, console=Console(quiet=True))
+
+    return differenced(run, steps)
+
+
+def lightlytrain_seconds_per_step(folder: Path, steps: tuple[int, int], recipe: Recipe) -> float | None:
+    """Whole ``lightly_train.pretrain(method="dino")`` runs with ``recipe``'s config; None when not installed.
+
+    Arguments that differ from LightlyTrain's defaults, each to match dinomed: AdamW (its DINO default is SGD),
+    the head sizes (its "auto" output dim is 1024 below 20k images), the last layer trained from step 0, the views
+    (its DINO always makes 2 global ones, as ``recipe``), workers and batch. No loggers, checkpoints or per-epoch
+    exports: they are not training. Runs in this process, so torch uses the same threads as dinomed.
+    """
+    try:
+        import lightly_train
+    except ImportError:
+        return None
+    os.environ.setdefault("LIGHTLY_TRAIN_EVENTS_DISABLED", "1")  # no usage-event thread during a benchmark
+    os.environ.setdefault("LIGHTLY_TRAIN_LOG_LEVEL", "WARNING")
+    m, aug = recipe.model, recipe.augment
+
+    def run(n: int) -> None:
+        with tempfile.TemporaryDirectory() as out:
+            lightly_train.pretrain(
+                out=out, data=folder, model=f"timm/{m.arch}", model_args={"pretrained": False}, method="dino",
+                method_args={"output_dim": m.out_dim, "hidden_dim": m.hidden_dim, "bottleneck_dim": m.bottleneck_dim,
+                             "student_freeze_last_layer_steps": 0},
+                transform_args={
+                    "image_size": (aug.global_size, aug.global_size),
+                    "local_view": {"num_views": aug.local_crops, "view_size": (aug.local_size, aug.local_size)},
+                },
+                optim="adamw", epochs=E2E_EPOCHS, batch_size=recipe.train.batch_size,
+                num_workers=recipe.data.num_workers, accelerator="cpu", devices=1, precision="32-true",
+                loggers={"jsonl": None, "tensorboard": None},
+                callbacks={"learning_rate_monitor": None, "model_export": None, "model_checkpoint": None},
+                trainer_args={"max_steps": n, "enable_checkpointing": False},
+            )
+
+    return differenced(run, steps)
+
+
+def rate_cells(images: int, sec: float, ours: float) -> list[str]:
+    """s/step, img/s and the ratio to dinomed's ``ours``; '-' where differencing failed (long run not slower)."""
+    rate = f"{images / sec:.2f}" if sec > 0 else "- (too noisy: raise --e2e-steps)"
+    if sec <= 0 or ours <= 0:
+        ratio = "-"
+    elif sec == ours:
+        ratio = "1.00x"
+    else:
+        ratio = f"{sec / ours:.2f}x slower" if sec > ours else f"{ours / sec:.2f}x faster"
+    return [f"{sec:.2f}", rate, ratio]
+
+
+def end_to_end(recipe: Recipe, steps: tuple[int, int], peers: bool) -> Table:
+    """dinomed vs LightlyTrain 0.18, whole runs on the same PNG folder and config, side by side in this process."""
+    images, aug = recipe.train.batch_size, recipe.augment
+    table = Table(title="End-to-end pretraining throughput, same images, same config",
+                  caption=f"{recipe.model.arch} 2x{aug.global_size}+{aug.local_crops}x{aug.local_size}, "
+                          f"K={recipe.model.out_dim}, b{images}, {recipe.data.phantom.count} {recipe.modality} phantom "
+                          f"PNGs; {recipe.data.num_workers} loader workers, {torch.get_num_threads()} torch threads; "
+                          f"runs of {steps[1]} minus {steps[0]} steps")
+    for column in ("implementation", "s/step", "img/s", "vs dinomed"):
+        table.add_column(column)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_peer_images(recipe, Path(tmp))
+        sec = dinomed_seconds_per_step(folder, steps)
+        sec_l = lightlytrain_seconds_per_step(folder, steps, recipe) if peers else None
+    table.add_row("dinomed", *rate_cells(images, sec, sec))
+    if sec_l is not None:
+        table.add_row("LightlyTrain 0.18", *rate_cells(images, sec_l, sec))
+    else:
+        table.add_row(f"LightlyTrain 0.18 ({'not installed' if peers else 'skipped'})", "-", "-", "-")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
     parser.add_argument("--skip-learning", action="store_true", help="only the throughput tables")
+    parser.add_argument("--e2e-steps", type=int, nargs=2, default=(3, 9), metavar=("S1", "S2"),
+                        help="lengths of the short and long end-to-end runs whose difference is timed")
+    parser.add_argument("--skip-lightlytrain", action="store_true", help="end-to-end table without LightlyTrain")
     args = parser.parse_args()
+    if not 0 < args.e2e_steps[0] < args.e2e_steps[1]:
+        parser.error("--e2e-steps needs 0 < S1 < S2")
     torch.manual_seed(0)
     tmp = Path("runs/bench-throughput")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -177,13 +294,14 @@ def main() -> None:
     table = Table(title=f"DINO step throughput (fp32 matmul peak measured: {peak:.0f} GFLOP/s)")
     for column in ("config", "implementation", "img/s", "GFLOP/s", "% of peak", "vs dinomed"):
         table.add_column(column)
-    demo = load_recipe("oct", ["data.num_workers=0"], quick=True)
-    for row in throughput(demo, "demo: ViT-Ti 2x112+4x48, K=4096, b16", tmp, args.steps, peak, peers=True):
+    demo = load_recipe("oct", ["data.num_workers=0", "train.device=cpu"], quick=True)  # the peers run on the CPU
+    for row in throughput(demo, "demo: ViT-Ti 2x112+4x48, K=1024, b16", tmp, args.steps, peak, peers=True):
         table.add_row(*row)
     peer = load_recipe("endoscopy", PEER_CONFIG, quick=True)
     for row in throughput(peer, "LightlyTrain CPU: ViT-Ti 2x224+6x96, K=65536, b16", tmp, args.steps, peak, peers=True):
         table.add_row(*row)
-    tables = [table] if args.skip_learning else [learning(console), table]
+    e2e = end_to_end(peer, tuple(args.e2e_steps), peers=not args.skip_lightlytrain)
+    tables = [table, e2e] if args.skip_learning else [learning(console), table, e2e]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     record = Console(record=True, width=140)
     for t in tables:

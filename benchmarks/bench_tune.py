@@ -1,14 +1,16 @@
 """Tuning benchmark: tuned vs the recipe's default hyper-parameters at 10 % labels, same backbone, same test split.
 
-For each dataset and seed (``data.split_seed`` = seed: new grouped split and labelled subset, identical for both
-arms), ``dinomed.tune`` searches with grouped CV inside the labelled subset and retrains the best, and a plain
-``dinomed.finetune`` runs the recipe defaults; both test once on the same held-out sequences / patients.
-Prints a markdown table (mean ± std over seeds) and trials/hour on this machine.
+Per dataset, one study (``dinomed.tune``: grouped k-fold CV inside the labelled subset, TPE, pruning) runs on
+grouped split 0; rerunning the script resumes it from its SQLite file. Then the best recipe (``best.yaml``) and
+the recipe defaults are each trained on the same labelled subset with every ``--seeds`` training seed and tested
+once on the same held-out sequences / patients. Prints a markdown table (mean ± std over seeds), the study's
+trial states (complete / pruned / failed) and trials/hour on this machine, and writes it to
+``benchmarks/results/tune.md``.
 
 Datasets: CVC-ClinicDB polyp segmentation (``endoscopy/cvc-clinicdb/index.csv``, group column ``sequence``) and
 OCT classification (``oct/index.csv``, group column ``patient_id``), under ``--data`` (default ../shared/data).
 
-Usage: ``python benchmarks/bench_tune.py [--backbone RUN_DIR] [--trials 30] [--seeds 0 1 2] [--smoke]``.
+Usage: ``python benchmarks/bench_tune.py [--backbone RUN_DIR] [--trials 20] [--seeds 0 1 2] [--set KEY=VALUE ...]``.
 ``--smoke`` runs 2 trials of ViT-Ti at 32 px on a few images: a seconds-to-minutes check that the script works.
 """
 
@@ -17,15 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 
 from rich.console import Console
 
 from dinomed.finetune.api import finetune
 from dinomed.finetune.metrics import PRIMARY
-from dinomed.tune.api import tune
+from dinomed.tune.api import BEST_RECIPE, tune
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results" / "tune.md"
 TASKS = {  # name: (recipe, task, manifest, data overrides)
     "cvc-clinicdb": ("endoscopy", "seg", "endoscopy/cvc-clinicdb/index.csv", ["data.columns={group: sequence}"]),
     "oct": ("oct", "cls", "oct/index.csv", ["data.columns={group: patient_id}"]),
@@ -39,21 +43,44 @@ def _summary(values: list[float]) -> str:
 
 
 def run_dataset(name: str, args: argparse.Namespace, console: Console) -> dict[str, object]:
+    """One study on split 0, then best.yaml vs defaults over the training seeds; the table row."""
     recipe, task, manifest, data_sets = TASKS[name]
     metric = PRIMARY[task][0]
-    base = ["data.source=manifest", f"data.manifest={args.data / manifest}", *data_sets, *(SMOKE if args.smoke else [])]
-    tuned, default, rates = [], [], []
+    base = ["data.source=manifest", f"data.manifest={args.data / manifest}", *data_sets, "data.split_seed=0",
+            *(SMOKE if args.smoke else []), *args.set]
+    out = args.out / name
+    start = time.perf_counter()
+    study = tune(recipe, task=task, backbone=args.backbone, labels=args.labels, trials=args.trials,
+                 overrides=[*base, "tune.seed=0"], quick=args.quick, out=out / "tune", console=console)
+    search_minutes = (time.perf_counter() - start) / 60
+    tuned, default = [], []
     for seed in args.seeds:
-        sets = [*base, f"data.split_seed={seed}", f"finetune.seed={seed}", f"tune.seed={seed}"]
-        out = args.out / name / f"seed{seed}"
-        result = tune(recipe, task=task, backbone=args.backbone, labels=args.labels, trials=args.trials,
-                      overrides=sets, out=out / "tune", console=console)
-        tuned.append(result.summary["final"]["test"][metric])
-        rates.append(result.summary["trials_per_hour"] or 0.0)
-        plain = finetune(recipe, task=task, backbone=args.backbone, labels=args.labels, overrides=sets,
-                         out=out / "default", console=console)
-        default.append(plain.metrics["test"][metric])
-    return {"dataset": name, "metric": metric, "tuned": tuned, "default": default, "trials_per_hour": rates}
+        runs = {"tuned": (study.run_dir / BEST_RECIPE, [f"finetune.seed={seed}"], False),  # best.yaml is resolved
+                "default": (recipe, [*base, f"finetune.seed={seed}"], args.quick)}
+        for arm, (source, sets, quick) in runs.items():
+            result = finetune(source, task=task, backbone=args.backbone, labels=args.labels, overrides=sets,
+                              quick=quick, out=out / f"{arm}-seed{seed}", console=console)
+            (tuned if arm == "tuned" else default).append(result.metrics["test"][metric])
+    states = study.summary["states"]
+    return {"dataset": name, "metric": metric, "tuned": tuned, "default": default,
+            "trials": {k.lower(): v for k, v in states.items() if v}, "labelled": study.summary["labelled"],
+            "test_images": study.summary["test_images"], "trials_per_hour": study.summary["trials_per_hour"],
+            "search_minutes": search_minutes, "best_params": study.best_params}
+
+
+def markdown(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
+    lines = [f"Tuned ({args.trials}-trial study) vs recipe defaults at {args.labels:g} labels, backbone "
+             f"`{args.backbone}`{', --quick profile' if args.quick else ''}; test split, mean ± std over training "
+             f"seeds {args.seeds}.", "",
+             "| dataset | metric | labelled | test images | default | tuned | trials (state: count) | trials/hour |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        states = ", ".join(f"{k} {v}" for k, v in row["trials"].items())
+        lines.append(f"| {row['dataset']} | {row['metric']} | {row['labelled']} | {row['test_images']} | "
+                     f"{_summary(row['default'])} | {_summary(row['tuned'])} | {states} | "
+                     f"{row['trials_per_hour'] or 0:.0f} |")
+    lines += ["", *(f"Best parameters ({row['dataset']}): `{json.dumps(row['best_params'])}`" for row in rows)]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -62,24 +89,26 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--backbone", default="random", help="pretrain run dir / export folder, same for both arms")
     parser.add_argument("--labels", type=float, default=0.1, help="labelled fraction of the train split")
-    parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of the comparison")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override for both arms and the search (e.g. finetune.image_size=112)")
+    parser.add_argument("--quick", action="store_true", help="the CPU-sized --quick profile (ViT-Ti, 112 px)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_tune"))
+    parser.add_argument("--results", type=Path, default=RESULTS, help="markdown results file")
     parser.add_argument("--smoke", action="store_true", help="2 trials, ViT-Ti at 32 px, one seed")
     args = parser.parse_args()
     if args.smoke:
         args.trials, args.seeds = 2, args.seeds[:1]
     console = Console(stderr=True)
     rows = [run_dataset(name, args, console) for name in args.datasets]
-    (args.out).mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_tune.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    print(f"\nTuned ({args.trials} trials) vs recipe defaults, {args.labels:g} labels, backbone {args.backbone}, "
-          f"seeds {args.seeds} (test split, mean ± std)\n")
-    print("| dataset | metric | default | tuned | trials/hour |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['dataset']} | {row['metric']} | {_summary(row['default'])} | {_summary(row['tuned'])} | "
-              f"{statistics.mean(row['trials_per_hour']):.1f} |")
+    text = f"# bench_tune ({time.strftime('%Y-%m-%d %H:%M')})\n\n" + markdown(rows, args)
+    if not args.smoke:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(text, encoding="utf-8")
+    print(text)
 
 
 if __name__ == "__main__":
