@@ -28,7 +28,7 @@ from dinomed.runs import CONFIG_FILE, write_json
 from dinomed.tune.objective import CrossValidation, search_splits
 from dinomed.tune.report import save_plots, top_trials, trials_table
 from dinomed.tune.space import apply_params
-from dinomed.tune.study import FINISHED, finished_trials, load_study, open_storage, trial_summary
+from dinomed.tune.study import FINISHED, fail_interrupted, finished_trials, load_study, open_storage, trial_summary
 
 BEST_RECIPE, TUNE_JSON, STUDY_DB = "best.yaml", "tune.json", "study.db"
 # Per-trial failures the study survives (divergence to NaN, CUDA out-of-memory, NaN metrics); config errors stop it.
@@ -95,6 +95,9 @@ def tune(
     objective = CrossValidation(base, splits, run_dir)  # more folds than labelled groups fails here
     steps = base.tune.folds * objective.max_epochs
     optuna_study = load_study(name, opened, base, objective.direction, steps)
+    interrupted = fail_interrupted(optuna_study)
+    if interrupted:
+        console.print(f"Trial(s) {interrupted} were left running by a stopped process: recorded as failed.")
     total = trials or base.tune.trials
     remaining = max(0, total - finished_trials(optuna_study))
     console.print(f"Study '{name}' ({opened.url}): {finished_trials(optuna_study)} finished trial(s), running "

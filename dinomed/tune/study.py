@@ -77,6 +77,20 @@ def load_study(name: str, storage: optuna.storages.RDBStorage, recipe: Recipe, d
     return study
 
 
+def fail_interrupted(study: optuna.Study) -> list[int]:
+    """Mark trials left RUNNING by a killed or crashed process as failed, with the reason; their numbers.
+
+    ``dinomed tune`` runs a study from one process at a time, so on resume a RUNNING trial can only be a leftover.
+    Optuna has no public call to finish another process's trial, hence its storage API.
+    """
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+                                           "interrupted: the process running it stopped before the trial finished")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return [t.number for t in stale]
+
+
 def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
