@@ -12,8 +12,9 @@ subsets (5 / 10 / 25 / 100 % of the train split) and the same seeds, at an equal
 
 Every run is a fresh subprocess, so its peak resident memory (VmHWM) is its own. All runs use the paired
 training augmentation of the endoscopy preset. ``--pretrain-epochs`` pretrains on the *train split's* frames only
-(never the val/test sequences). ``--depth`` adds the depth variant on the endoscopy phantom (known metric depth):
-AbsRel and delta < 1.25 per method (ViT methods only). Results: a rich table and ``benchmarks/results/label_scarce.md``.
+(never the val/test sequences). ``--tasks seg depth`` adds the depth variant on the endoscopy phantom (known metric
+depth): AbsRel and delta < 1.25 per method (ViT methods only). Results: a rich table and
+``benchmarks/results/label_scarce.md`` (``--out``).
 
 Usage::
 
@@ -264,7 +265,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (jobs x threads <= cores keeps runs fair)")
-    parser.add_argument("--depth", action="store_true", help="also the depth variant on the endoscopy phantom")
+    parser.add_argument("--tasks", nargs="+", default=["seg"], choices=("seg", "depth"),
+                        help="seg: CVC-ClinicDB budgets; depth: the endoscopy-phantom depth variant")
     parser.add_argument("--work", type=Path, help="folder for run directories (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown results file")
     parser.add_argument("--smoke", action="store_true", help="seconds per run at 32 px, one budget and seed")
@@ -326,7 +328,8 @@ def main() -> None:
     backbone = str(args.pretrained) if args.pretrained else None
     if backbone is None and args.pretrain_epochs and any(m in PRETRAINED for m in args.methods):
         backbone = str(pretrain_backbone(args, work))
-    todo = jobs(args, backbone, work) + (depth_jobs(args, backbone, work) if args.depth else [])
+    todo = [*(jobs(args, backbone, work) if "seg" in args.tasks else []),
+            *(depth_jobs(args, backbone, work) if "depth" in args.tasks else [])]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job is its own subprocess
         results = list(track(pool.map(in_subprocess, todo), total=len(todo), description="label-scarce runs"))
     rows = summarise(results, ("dice", "iou", "abs_rel", "delta1"))
