@@ -70,10 +70,10 @@ SPECS = {
                  "data.columns={group: sequence}"], ["train.epochs=8"]),
     "oct": Spec("oct-quick", "oct",
                 ["data.source=manifest", "data.manifest={data}/oct/index.csv", "data.columns={group: patient_id}"],
-                ["train.epochs=20", "optim.warmup_epochs=2"]),
+                ["train.epochs=12", "optim.warmup_epochs=1"]),
     "hituav": Spec("hituav-quick", "thermal",
                    ["data.source=coco", "data.annotations={data}/thermal/hit-uav/annotations.json"],
-                   ["train.epochs=2", "optim.warmup_epochs=0.2"]),
+                   ["train.epochs=1", "optim.warmup_epochs=0.1"]),
 }
 
 
@@ -184,7 +184,7 @@ Written on {time.strftime('%Y-%m-%d %H:%M')} by
 `python benchmarks/bench_eval.py tables --runs {runs} --data {data_root}`
 ({os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads; the cores are shared, so
 every timing carries the 1/5/15-min load average at its start). ViT-Ti/16, `--quick` profile (2x112 + 4x48 crops),
-a few hundred optimisation steps of 16 images per data set (commands below): minutes of CPU, far from a converged
+100-300 optimisation steps of 16 images per data set (commands below): minutes of CPU, far from a converged
 pretrain. Unless a run is given, pretraining sees every image of its data set without labels (the test images
 included); splits are grouped (sequence / patient /
 frame), so no group spans train and test.
