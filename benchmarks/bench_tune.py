@@ -10,7 +10,8 @@ trial states (complete / pruned / failed) and trials/hour on this machine, and w
 Datasets: CVC-ClinicDB polyp segmentation (``endoscopy/cvc-clinicdb/index.csv``, group column ``sequence``) and
 OCT classification (``oct/index.csv``, group column ``patient_id``), under ``--data`` (default ../shared/data).
 
-Usage: ``python benchmarks/bench_tune.py [--backbone RUN_DIR] [--trials 20] [--seeds 0 1 2] [--set KEY=VALUE ...]``.
+Usage: ``python benchmarks/bench_tune.py [--backbone RUN_DIR] [--quick] [--trials 20] [--seeds 0 1 2] [--set K=V ...]``;
+rerunning the same command resumes the study and reuses finished runs.
 ``--smoke`` runs 2 trials of ViT-Ti at 32 px on a few images: a seconds-to-minutes check that the script works.
 """
 
@@ -26,6 +27,7 @@ from rich.console import Console
 
 from dinomed.finetune.api import finetune
 from dinomed.finetune.metrics import PRIMARY
+from dinomed.finetune.trainer import FINAL_METRICS
 from dinomed.tune.api import BEST_RECIPE, tune
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -58,9 +60,12 @@ def run_dataset(name: str, args: argparse.Namespace, console: Console) -> dict[s
         runs = {"tuned": (study.run_dir / BEST_RECIPE, [f"finetune.seed={seed}"], False),  # best.yaml is resolved
                 "default": (recipe, [*base, f"finetune.seed={seed}"], args.quick)}
         for arm, (source, sets, quick) in runs.items():
-            result = finetune(source, task=task, backbone=args.backbone, labels=args.labels, overrides=sets,
-                              quick=quick, out=out / f"{arm}-seed{seed}", console=console)
-            (tuned if arm == "tuned" else default).append(result.metrics["test"][metric])
+            run_dir = out / f"{arm}-seed{seed}"
+            if not (run_dir / FINAL_METRICS).is_file():  # a rerun of the script reuses finished runs
+                finetune(source, task=task, backbone=args.backbone, labels=args.labels, overrides=sets, quick=quick,
+                         out=run_dir, console=console)
+            metrics = json.loads((run_dir / FINAL_METRICS).read_text(encoding="utf-8"))
+            (tuned if arm == "tuned" else default).append(metrics["test"][metric])
     states = study.summary["states"]
     return {"dataset": name, "metric": metric, "tuned": tuned, "default": default,
             "trials": {k.lower(): v for k, v in states.items() if v}, "labelled": study.summary["labelled"],
