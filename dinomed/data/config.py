@@ -81,6 +81,11 @@ class DataConfig:
     num_workers: int = option(2, "DataLoader worker processes", min=0)
     phantom: PhantomConfig = option(default_factory=PhantomConfig)
 
+    @property
+    def uses_phantom(self) -> bool:
+        """True when the built-in phantom is the data: ``source: phantom``, or nothing that points at files."""
+        return self.source == "phantom" or (self.root is None and self.manifest is None and self.annotations is None)
+
     def __post_init__(self) -> None:
         if self.source == "folder" and not self.root:
             raise ValueError("source 'folder' needs root: the folder holding the images")

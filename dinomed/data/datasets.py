@@ -355,7 +355,7 @@ class CocoCropDataset(FileDataset):
 def build_dataset(data_cfg: DataConfig, modality: str) -> ImageDataset:
     """The dataset a recipe's ``data`` section describes; no root/manifest/annotations -> the modality's phantom."""
     cfg = data_cfg
-    if cfg.source == "phantom" or (cfg.root is None and cfg.manifest is None and cfg.annotations is None):
+    if cfg.uses_phantom:
         from dinomed.data.phantoms import PhantomDataset
 
         return PhantomDataset(modality, cfg.phantom.count, cfg.phantom.size, cfg.phantom.seed, channels=cfg.channels)

@@ -30,8 +30,7 @@ def prediction_data(info: dict[str, Any]) -> DataConfig:
     frames are read as ``intensity: thermal`` with those constants, the mapping the model saw in training.
     """
     data = from_dict(DataConfig, info["data"])
-    phantom = data.source == "phantom" or (data.root is None and data.manifest is None and data.annotations is None)
-    if info["modality"] == "thermal" and phantom:
+    if info["modality"] == "thermal" and data.uses_phantom:
         data = replace(data, intensity="thermal", thermal_gain=THERMAL_CALIBRATION["gain"],
                        thermal_offset=THERMAL_CALIBRATION["offset"], temperature_window=THERMAL_WINDOW_C)
     return data

@@ -132,7 +132,7 @@ class DINOTrainer:
         torch.manual_seed(train.seed)
 
         self.dataset = build_dataset(recipe.data, recipe.modality)
-        if recipe.data.source == "phantom" or recipe.data.root is None and recipe.data.manifest is None:
+        if recipe.data.uses_phantom:
             size = "x".join(str(s) for s in recipe.data.phantom.size)
             self.console.print(
                 f"No data root in the recipe: using the built-in {recipe.modality} phantom "

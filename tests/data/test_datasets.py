@@ -205,6 +205,13 @@ def test_build_dataset_without_root_is_the_phantom():
     assert type(ds).__name__ == "PhantomDataset" and len(ds) == 3 and ds[0]["image"].shape == (32, 32, 3)
 
 
+def test_only_configs_without_any_path_use_the_phantom():
+    assert DataConfig().uses_phantom and DataConfig(source="phantom", root="/x").uses_phantom
+    assert not DataConfig(source="coco", annotations="a.json").uses_phantom  # COCO needs no root: not a phantom
+    assert not DataConfig(source="manifest", manifest="m.csv").uses_phantom
+    assert not DataConfig(source="folder", root="/x").uses_phantom
+
+
 def test_source_needs_its_path():
     with pytest.raises(ValueError, match="needs manifest"):
         DataConfig(source="manifest")
