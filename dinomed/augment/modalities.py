@@ -195,7 +195,10 @@ class EndoscopyPreset(Preset):
     * circular field-of-view mask: real frames have a round (or cut-round) field of view with black corners,
       and crops and rotations must not make the border's shape a feature;
     * larger smallest local crop (10 % of the area vs 5 %): 5 % of a 384x288 frame is mostly uniform mucosa
-      or black border.
+      or black border;
+    * foreground-aware crops (at least 30 % of every crop above the frame's Otsu threshold): keeps crops off
+      the black border outside the field of view and the unlit far lumen, where a view shows nothing of the
+      mucosa. Computing the mask per crop costs time: ``augment.foreground: 0`` turns it off.
 
     Mean/std: measured on the shared CVC-ClinicDB frames.
     """

@@ -97,11 +97,12 @@ def test_recipe_scales_win_over_preset_defaults() -> None:
     assert resolve_scales(small_config(local_scale=(0.05, 0.2)), thermal)[1] == (0.05, 0.2)
 
 
-def test_oct_crops_are_foreground_aware_unless_the_recipe_says_otherwise() -> None:
+def test_oct_and_endoscopy_crops_are_foreground_aware_unless_the_recipe_says_otherwise() -> None:
     def crop_params(modality: str, **kwargs: Any) -> list[dict]:
         return [view[0].params for view in build_multicrop(modality, small_config(**kwargs), 1).views]
 
     assert all(p["foreground"] == 0.3 for p in crop_params("oct"))
+    assert all(p["foreground"] == 0.3 for p in crop_params("endoscopy"))
     assert all("foreground" not in p for p in crop_params("oct", foreground=0.0))
     assert all("foreground" not in p for p in crop_params("thermal"))
     assert all(p["foreground"] == 0.2 for p in crop_params("thermal", foreground=0.2))
