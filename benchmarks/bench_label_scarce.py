@@ -198,7 +198,7 @@ def pretrain_backbone(args: argparse.Namespace, work: Path) -> Path:
     manifest = train_split_manifest(args.cvc, work)
     sets = [*data_overrides(args.cvc, None, manifest), f"train.epochs={args.pretrain_epochs}",
             "train.output_dir=" + str(work), "train.run_name=pretrain", f"model.arch={args.arch}",
-            f"train.num_threads={args.threads}"]
+            f"train.num_threads={args.threads * args.jobs}"]  # runs alone: every core the grid will share
     if args.smoke:
         sets += ["augment.global_size=32", "augment.local_size=16", "augment.local_crops=2", "train.batch_size=4",
                  "train.max_steps=2", "model.out_dim=256", "model.hidden_dim=64", "model.bottleneck_dim=32"]
