@@ -17,7 +17,7 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dinomed.augment.ops import CUSTOM_OPS, Op, foreground_mask  # noqa: E402
+from dinomed.augment.ops import CUSTOM_OPS, Op, foreground_counts  # noqa: E402
 
 __all__ = ["Pipeline", "build_pipeline", "resize"]
 
@@ -53,8 +53,10 @@ class _ForegroundResizedCrop(A.RandomResizedCrop):
         self.foreground, self.tries = foreground, tries
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        # summed-area table: each candidate's foreground count is four lookups
-        table = np.pad(foreground_mask(data["image"]).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        # the image's summed-area table, shared by its views when the caller passed it, so each draw is 4 lookups
+        table = data.get("foreground_counts")
+        if table is None:
+            table = foreground_counts(data["image"])
         best, best_fraction = None, -1.0
         for _ in range(self.tries):
             coords = super().get_params_dependent_on_data(params, data)
@@ -123,9 +125,12 @@ class Pipeline:
         ]
         self._compose = A.Compose(transforms, seed=0)
 
-    def __call__(self, image: np.ndarray, seed: int) -> np.ndarray:
+    def __call__(self, image: np.ndarray, seed: int, foreground_counts: np.ndarray | None = None) -> np.ndarray:
+        """The augmented image; ``foreground_counts`` (:func:`~dinomed.augment.ops.foreground_counts` of ``image``)
+        spares foreground-aware crops from recomputing it in every view of the same image."""
         self._compose.set_random_seed(seed)
-        out = self._compose(image=image)["image"]
+        data = {} if foreground_counts is None else {"foreground_counts": foreground_counts}
+        out = self._compose(image=image, **data)["image"]
         if out.ndim == 2:
             out = out[..., None]
         return np.clip(out, 0.0, 1.0, dtype=np.float32)

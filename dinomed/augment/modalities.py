@@ -198,7 +198,7 @@ class EndoscopyPreset(Preset):
       or black border;
     * foreground-aware crops (at least 30 % of every crop above the frame's Otsu threshold): keeps crops off
       the black border outside the field of view and the unlit far lumen, where a view shows nothing of the
-      mucosa. Computing the mask per crop costs time: ``augment.foreground: 0`` turns it off.
+      mucosa (the mask is computed once per image; ``augment.foreground: 0`` turns it off).
 
     Mean/std: measured on the shared CVC-ClinicDB frames.
     """

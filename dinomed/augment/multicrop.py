@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from dinomed.augment.backend import build_pipeline, resize
 from dinomed.augment.config import AugmentConfig
 from dinomed.augment.modalities import Preset, get_preset, normalization
-from dinomed.augment.ops import Op
+from dinomed.augment.ops import Op, foreground_counts, uses_foreground
 
 __all__ = [
     "MultiCrop",
@@ -81,6 +81,7 @@ class MultiCrop:
         self.std = np.asarray(std, dtype=np.float32)
         compiled: dict[str, Any] = {}  # identical op lists (all the locals) share one pipeline
         self._pipelines = [compiled.setdefault(repr(v), build_pipeline(v, channels)) for v in self.views]
+        self._foreground = any(uses_foreground(v) for v in self.views)
 
     def __len__(self) -> int:
         return len(self.views)
@@ -92,7 +93,8 @@ class MultiCrop:
     def crops(self, image: np.ndarray, seed: int) -> list[np.ndarray]:
         """The views as float32 (S, S, C) arrays in [0, 1], before normalisation (for previews)."""
         image = as_image(image, self.channels)
-        return [pipe(image, s) for pipe, s in zip(self._pipelines, self.view_seeds(seed))]
+        counts = foreground_counts(image) if self._foreground else None  # once per image, not once per view
+        return [pipe(image, s, counts) for pipe, s in zip(self._pipelines, self.view_seeds(seed))]
 
     def __call__(self, image: np.ndarray, seed: int) -> list[torch.Tensor]:
         return [_to_tensor(c, self.mean, self.std) for c in self.crops(image, seed)]

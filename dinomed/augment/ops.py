@@ -31,7 +31,7 @@ Example::
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,6 +46,9 @@ __all__ = [
     "specular_highlights",
     "stripe_noise",
     "dead_pixels",
+    "foreground_mask",
+    "foreground_counts",
+    "uses_foreground",
 ]
 
 
@@ -65,6 +68,18 @@ def foreground_mask(image: np.ndarray, bins: int = 64) -> np.ndarray:
     if not np.isfinite(between).any():  # a constant image has no foreground
         return np.zeros(gray.shape, dtype=bool)
     return gray > edges[1 + int(np.nanargmax(np.where(np.isfinite(between), between, np.nan)))]
+
+
+def foreground_counts(image: np.ndarray) -> np.ndarray:
+    """Summed-area table of :func:`foreground_mask`, shape ``(H + 1, W + 1)``: a box's foreground count is four
+    lookups. Computed once per image and shared by all its views (``Pipeline(image, seed, foreground_counts=...)``).
+    """
+    return np.pad(foreground_mask(image).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+
+def uses_foreground(ops: Sequence[Op]) -> bool:
+    """Whether ``ops`` hold a foreground-aware crop (and so want :func:`foreground_counts` of the image)."""
+    return any(op.name == "random_resized_crop" and op.params.get("foreground") for op in ops)
 
 
 def speckle_noise(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.2) -> np.ndarray:
