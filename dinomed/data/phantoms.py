@@ -287,7 +287,7 @@ def _render_endoscopy(rng_g: np.random.Generator, rng: np.random.Generator, inde
     mask = np.zeros((h, w), np.int64)
     polyp_alpha = None
     if label == 1:
-        px, py, rad, size_mm, z_p = _place_polyp(rng, centre, radius_mm, ecc, ecc_dir, half, size)
+        px, py, rad, size_mm = _place_polyp(rng, centre, radius_mm, ecc, ecc_dir, half, size)
         angle, aspect = rng.uniform(0, math.pi), rng.uniform(0.65, 1.0)
         ca, sa = math.cos(angle), math.sin(angle)
         a, b = (u - px) * ca + (v - py) * sa, (-(u - px) * sa + (v - py) * ca) / aspect
@@ -344,8 +344,8 @@ def _channels_last(image: np.ndarray) -> np.ndarray:
 
 
 def _place_polyp(rng: np.random.Generator, centre: np.ndarray, radius_mm: float, ecc: float, ecc_dir: float,
-                 half: float, size: tuple[int, int]) -> tuple[float, float, float, float, float]:
-    """A polyp position on the wall (u, v), its radius in image units, its size (mm) and wall depth (mm)."""
+                 half: float, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """A polyp position on the wall (u, v), its radius in image units and its size (mm)."""
     h, w = size
     lim_u, lim_v = w * half * 0.85, h * half * 0.85
     size_mm = rng.uniform(3.0, 9.0)
@@ -357,7 +357,7 @@ def _place_polyp(rng: np.random.Generator, centre: np.ndarray, radius_mm: float,
             break
     px, py = float(np.clip(px, -lim_u, lim_u)), float(np.clip(py, -lim_v, lim_v))
     rad = max(size_mm / z_p, 3.0 * 2 * half)  # at least 3 pixels across at any image size
-    return px, py, rad, size_mm, z_p
+    return px, py, rad, size_mm
 
 
 # ------------------------------------------------------------------------------------------------------- thermal
