@@ -58,7 +58,8 @@ def data_overrides(cvc: Path, budget: float | None, manifest: Path | None = None
 def vit_overrides(args: argparse.Namespace, method: str, seed: int) -> list[str]:
     sets = [f"finetune.image_size={args.size}", f"finetune.batch_size={args.batch_size}", "finetune.epochs=100000",
             "finetune.patience=100000", f"finetune.max_minutes={args.minutes}", f"finetune.seed={seed}",
-            f"finetune.lr={args.lr}", f"model.arch={args.arch}", "train.num_threads=" + str(args.threads)]
+            f"finetune.lr={args.lr}", f"finetune.val_every={args.val_every}", f"model.arch={args.arch}",
+            "train.num_threads=" + str(args.threads)]
     if method == "full-random":  # from scratch: the backbone needs the head's learning rate, not the 1e-5 of tuning
         sets.append(f"finetune.backbone_lr={args.lr}")
     return sets
@@ -133,6 +134,8 @@ def run_unet(job: dict[str, Any]) -> dict[str, Any]:
             if time.monotonic() >= deadline:
                 break
         epoch += 1
+        if epoch % job["val_every"] and time.monotonic() < deadline:
+            continue
         dice = score("val")["dice"]
         if dice > best:
             best, best_state = dice, {k: v.clone() for k, v in model.state_dict().items()}
@@ -263,6 +266,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=224, help="ViT input side (patch multiple)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--val-every", type=int, default=1,
+                        help="epochs between validations (both the ViT runs and the UNet); raise it for tiny budgets")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (jobs x threads <= cores keeps runs fair)")
     parser.add_argument("--tasks", nargs="+", default=["seg"], choices=("seg", "depth"),
@@ -296,7 +301,7 @@ def jobs(args: argparse.Namespace, backbone: str | None, work: Path) -> list[dic
                 if method == "unet":
                     size = (32, 32) if args.smoke else UNET_SIZE
                     out.append({**base, "overrides": data_overrides(args.cvc, fraction), "size": size, "lr": args.lr,
-                                "minutes": args.minutes, "batch_size": args.batch_size})
+                                "minutes": args.minutes, "batch_size": args.batch_size, "val_every": args.val_every})
                 else:
                     out.append({**base, "backbone": backbone if method in PRETRAINED else "random",
                                 "overrides": [*data_overrides(args.cvc, fraction), *vit_overrides(args, method, seed)]})

@@ -48,6 +48,8 @@ class FinetuneConfig:
     backbone_lr: float = option(1e-5, "learning rate of backbone weights in mode 'full'", min=0.0)
     weight_decay: float = option(1e-4, "AdamW weight decay", min=0.0)
     patience: int = option(10, "epochs without validation improvement before stopping", min=1)
+    val_every: int = option(1, "epochs between validations and checkpoints; the last epoch is always validated. "
+                            "Raise it when the labelled set is tiny and an epoch is a few steps", min=1)
     seed: int = option(0, "seed of head/adapter init and data order")
     output_dir: str = option("runs", "parent folder of run directories")
     run_name: str | None = option(None, "run directory name; default <recipe>-<task>-<mode>-<timestamp>")

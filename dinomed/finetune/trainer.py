@@ -287,7 +287,8 @@ class FinetuneTrainer:
     def fit(self, on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, Any]]:
         """Train with early stopping on the validation split's primary metric.
 
-        ``on_epoch(epoch, val_metrics)`` runs after each epoch's checkpoint (Optuna reports and prunes there).
+        Validation (and the checkpoint) follows every ``finetune.val_every``-th epoch and the last one;
+        ``on_epoch(epoch, val_metrics)`` runs after each validation (Optuna reports and prunes there).
         """
         cfg, history = self.cfg, []
         self.deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
@@ -298,28 +299,37 @@ class FinetuneTrainer:
                             console=self.console)
         with progress:
             task = progress.add_task("finetune", total=self.total_steps, completed=self.step, loss=float("nan"), val="-")
-            while (self.epoch < cfg.epochs and self.step < self.total_steps and self.bad_epochs < cfg.patience
-                   and not (self.epoch and self.out_of_time())):  # at least one epoch: finish() needs best.pt
+            while not self._finished():
                 tick = time.perf_counter()
                 loss = self.train_epoch(progress, task)
-                val = self.evaluate("val")
                 self.epoch += 1
-                if is_better(cfg.task, val[primary], self.best):
-                    self.best, self.bad_epochs = val[primary], 0
-                    save_checkpoint({"weights": self._weights(), "epoch": self.epoch}, self.run_dir / BEST)
-                else:
-                    self.bad_epochs += 1
-                record = {"step": self.step, "epoch": self.epoch, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                          "epoch_s": time.perf_counter() - tick, **{f"val_{k}": v for k, v in val.items()}}
+                record = {"step": self.step, "epoch": self.epoch, "loss": loss, "lr": self.scheduler.get_last_lr()[0]}
+                validate = self.epoch % cfg.val_every == 0 or self._finished()
+                if validate:
+                    val = self.evaluate("val")
+                    if is_better(cfg.task, val[primary], self.best):
+                        self.best, self.bad_epochs = val[primary], 0
+                        save_checkpoint({"weights": self._weights(), "epoch": self.epoch}, self.run_dir / BEST)
+                    else:
+                        self.bad_epochs += cfg.val_every
+                    record.update({f"val_{k}": v for k, v in val.items()})
+                    progress.update(task, val=f"{primary} {val[primary]:.4f}")
+                    save_checkpoint(self.state_dict(), self.run_dir / LAST)
+                record["epoch_s"] = time.perf_counter() - tick
                 log.write(record)
                 history.append(record)
-                progress.update(task, val=f"{primary} {val[primary]:.4f}")
-                save_checkpoint(self.state_dict(), self.run_dir / LAST)
-                if on_epoch is not None:
+                if validate and on_epoch is not None:
                     on_epoch(self.epoch, val)
         if self.bad_epochs >= cfg.patience:
             self.console.print(f"Early stop after epoch {self.epoch}: no {primary} improvement for {cfg.patience} epochs.")
         return history
+
+    def _finished(self) -> bool:
+        """Whether training stops here: epochs, steps, patience or time used up; never before the first epoch,
+        since :meth:`finish` needs its ``best.pt``."""
+        cfg = self.cfg
+        return self.epoch > 0 and (self.epoch >= cfg.epochs or self.step >= self.total_steps
+                                   or self.bad_epochs >= cfg.patience or self.out_of_time())
 
     def finish(self) -> dict[str, Any]:
         """Load the best weights, evaluate the test split once, save the model and ``metrics.json``."""

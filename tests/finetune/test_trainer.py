@@ -62,3 +62,12 @@ def test_time_budget_stops_training_after_a_validated_epoch(tmp_path: Path, tiny
     run = finetune("endoscopy", task="seg", out=tmp_path / "run",
                    overrides=[*tiny, "finetune.epochs=50", "finetune.max_minutes=0.0001"])
     assert run.metrics["epochs"] == 1 and run.metrics["steps"] == 1 and run.metrics["best_epoch"] == 1
+
+
+def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path: Path, tiny: list[str]) -> None:
+    run = finetune("endoscopy", task="seg", out=tmp_path / "run",
+                   overrides=[*tiny, "finetune.epochs=5", "finetune.val_every=2", "finetune.patience=10"])
+    records = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["epoch"] for r in records if "val_dice" in r] == [2, 4, 5]
+    assert run.metrics["epochs"] == 5 and run.metrics["best_epoch"] in (2, 4, 5)
