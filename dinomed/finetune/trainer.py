@@ -299,13 +299,15 @@ class FinetuneTrainer:
                             console=self.console)
         with progress:
             task = progress.add_task("finetune", total=self.total_steps, completed=self.step, loss=float("nan"), val="-")
-            while not self._finished():
+            finished = self._finished()
+            while not finished:
                 tick = time.perf_counter()
                 loss = self.train_epoch(progress, task)
                 self.epoch += 1
                 record = {"step": self.step, "epoch": self.epoch, "loss": loss, "lr": self.scheduler.get_last_lr()[0]}
-                validate = self.epoch % cfg.val_every == 0 or self._finished()
-                if validate:
+                # decided once per epoch: a deadline passing later cannot end the run on an unvalidated epoch
+                finished, val = self._finished(), None
+                if self.epoch % cfg.val_every == 0 or finished:
                     val = self.evaluate("val")
                     if is_better(cfg.task, val[primary], self.best):
                         self.best, self.bad_epochs = val[primary], 0
@@ -315,10 +317,11 @@ class FinetuneTrainer:
                     record.update({f"val_{k}": v for k, v in val.items()})
                     progress.update(task, val=f"{primary} {val[primary]:.4f}")
                     save_checkpoint(self.state_dict(), self.run_dir / LAST)
+                    finished = self._finished()  # patience may be used up now
                 record["epoch_s"] = time.perf_counter() - tick
                 log.write(record)
                 history.append(record)
-                if validate and on_epoch is not None:
+                if val is not None and on_epoch is not None:
                     on_epoch(self.epoch, val)
         if self.bad_epochs >= cfg.patience:
             self.console.print(f"Early stop after epoch {self.epoch}: no {primary} improvement for {cfg.patience} epochs.")
