@@ -185,7 +185,8 @@ def _render_oct(rng_g: np.random.Generator, rng: np.random.Generator, index: int
     cysts: list[tuple[float, float, float]] = []
     if label == 1:  # drusen: many dome-shaped RPE elevations spread across the macula
         n = int(rng.integers(6, 10))
-        centres = fovea + np.linspace(-0.4, 0.4, n) + rng.uniform(-0.5, 0.5, n) * 0.64 / n  # irregular spacing
+        gap = 0.8 / n  # evenly over fovea +- 0.4, each moved by up to 0.4 of a gap: irregular spacing
+        centres = fovea + np.linspace(-0.4, 0.4, n) + rng.uniform(-0.4, 0.4, n) * gap
         for c in centres:
             width = rng.uniform(0.03, 0.07)
             height = max(rng.uniform(0.03, 0.065) * h, 2.5)

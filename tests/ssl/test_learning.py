@@ -38,10 +38,10 @@ def test_tiny_quick_run_lowers_the_loss_and_stays_healthy(tmp_path: Path) -> Non
 def test_demo_pretrain_beats_random_init_in_knn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DINOMED_CACHE_DIR", str(tmp_path / "features"))
     run = pretrain("oct", [f"train.output_dir={tmp_path}", "train.run_name=demo"], quick=True)
-    patients = 96  # other generator seed: patients the run never saw; 64 of them are the kNN memory bank
+    bank, test = 64 * GROUP_SIZE, 32 * GROUP_SIZE  # whole patients of another generator seed: never seen in the run
     size = tuple(load_recipe(run.run_dir / "config.yaml").data.phantom.size)
-    held_out = PhantomDataset("oct", patients * GROUP_SIZE, size, seed=101)
-    splits = {"train": list(range(64 * GROUP_SIZE)), "test": list(range(64 * GROUP_SIZE, patients * GROUP_SIZE))}
+    held_out = PhantomDataset("oct", bank + test, size, seed=101)
+    splits = {"train": list(range(bank)), "test": list(range(bank, bank + test))}
     pretrained = knn_eval(run.run_dir, dataset=held_out, splits=splits).metrics["test"]["top1"]
     random_init = knn_eval("random", run.run_dir / "config.yaml", dataset=held_out, splits=splits).metrics["test"]["top1"]
     assert pretrained > random_init + 0.04, (pretrained, random_init)
