@@ -86,11 +86,11 @@ def pretrained_run(spec: Spec, data_root: Path, runs: Path) -> tuple[Path, str]:
     run_dir = runs / spec.name
     if (run_dir / "export" / "backbone.safetensors").is_file():
         return run_dir, "reused"
-    from dinomed.ssl.trainer import pretrain
+    from dinomed.api import pretrain
 
     start, before = time.perf_counter(), load()
-    pretrain(spec.recipe, [*spec.overrides(data_root), *spec.schedule, *QUICK, f"train.output_dir={runs}",
-                           f"train.run_name={spec.name}"], quick=True, console=console)
+    pretrain(spec.recipe, overrides=[*spec.overrides(data_root), *spec.schedule, *QUICK, f"train.output_dir={runs}",
+                                     f"train.run_name={spec.name}"], quick=True, console=console)
     return run_dir, f"{time.perf_counter() - start:.0f} s, load {before} -> {load()}"
 
 
@@ -107,14 +107,15 @@ def small_png(png: bytes) -> bytes:
 
 def attention_table(spec: Spec, run_dir: Path, images: Path, size: int) -> tuple[list[list[Any]], list[str]]:
     """Jaccard rows (pretrained, random) on the grouped test split at ``size`` px, and the overlay PNGs written."""
-    from dinomed.augment import build_eval_transform
+    from dinomed.augment.multicrop import build_eval_transform
     from dinomed.data.datasets import build_dataset
     from dinomed.data.readers import read_mask
     from dinomed.data.splits import splits_for
-    from dinomed.eval.evaluate import eval_backbone, resolve_recipe
-    from dinomed.eval.visualize import attention_pngs
+    from dinomed.eval.evaluate import eval_backbone
+    from dinomed.recipe import load_recipe
+    from dinomed.report.visuals import attention_pngs
 
-    recipe = resolve_recipe(run_dir, None, [f"augment.global_size={size}"], False)
+    recipe = load_recipe(run_dir / "config.yaml", overrides=[f"augment.global_size={size}"])
     dataset = build_dataset(recipe.data, recipe.modality)
     test = dataset.subset(splits_for(dataset, recipe.data)["test"])
     transform = build_eval_transform(recipe.modality, size, recipe.data.channels)
@@ -141,7 +142,7 @@ def attention_table(spec: Spec, run_dir: Path, images: Path, size: int) -> tuple
 
 def probe_rows(spec: Spec, run_dir: Path, cache: Path) -> list[list[Any]]:
     """kNN and linear-probe rows (pretrained, random) on the run's data and grouped splits."""
-    from dinomed.eval.evaluate import evaluate
+    from dinomed.api import evaluate
 
     rows = []
     sets = [f"eval.cache_dir={cache}", "data.num_workers=0"]
@@ -149,7 +150,7 @@ def probe_rows(spec: Spec, run_dir: Path, cache: Path) -> list[list[Any]]:
         for name, backbone in (("DINO quick pretrain", run_dir), ("random init", "random")):
             start, before = time.perf_counter(), load()
             tag = "random" if backbone == "random" else "pretrained"
-            result = evaluate(backbone, run_dir / "config.yaml", method, sets,
+            result = evaluate(run_dir / "config.yaml", backbone=backbone, method=method, overrides=sets,
                               out=cache / f"{spec.name}-{method}-{tag}.json")
             seconds = time.perf_counter() - start
             setting = f"k={result.params['k']}" if method == "knn" else f"lr={result.params['best_lr']}"

@@ -70,7 +70,7 @@ def run_vit(job: dict[str, Any]) -> dict[str, Any]:
     """One dinomed fine-tuning run; returns its test metrics."""
     from rich.console import Console
 
-    from dinomed.finetune.api import finetune
+    from dinomed.api import finetune
 
     mode = job["method"].split("-")[0]
     result = finetune("endoscopy", task=job["task"], backbone=job["backbone"], mode=mode, overrides=job["overrides"],
@@ -89,12 +89,12 @@ def run_unet(job: dict[str, Any]) -> dict[str, Any]:
     from dinomed.augment.paired import build_paired_transform
     from dinomed.data.datasets import build_dataset
     from dinomed.data.splits import splits_for
-    from dinomed.finetune.losses import SegmentationLoss
-    from dinomed.finetune.metrics import SegmentationMetrics
-    from dinomed.finetune.trainer import TaskSamples, TaskView
+    from dinomed.finetuning.losses import SegmentationLoss
+    from dinomed.finetuning.metrics import SegmentationMetrics
+    from dinomed.finetuning.trainer import TaskSamples, TaskView
     from dinomed.recipe import load_recipe
 
-    recipe = load_recipe("endoscopy", job["overrides"])
+    recipe = load_recipe("endoscopy", overrides=job["overrides"])
     torch.manual_seed(job["seed"])
     torch.set_num_threads(job["threads"])
     dataset = build_dataset(recipe.data, "endoscopy")
@@ -176,10 +176,10 @@ def train_split_manifest(cvc: Path, folder: Path) -> Path:
     """A copy of ``index.csv`` listing only the train split's frames (the fine-tuning split, same seed)."""
     from dinomed.data.datasets import build_dataset, record_key
     from dinomed.data.splits import splits_for
-    from dinomed.finetune.trainer import TaskView
+    from dinomed.finetuning.trainer import TaskView
     from dinomed.recipe import load_recipe
 
-    recipe = load_recipe("endoscopy", data_overrides(cvc, None))
+    recipe = load_recipe("endoscopy", overrides=data_overrides(cvc, None))
     dataset = build_dataset(recipe.data, "endoscopy")
     train = {record_key(dataset.records[i]) for i in splits_for(TaskView(dataset, "mask"), recipe.data).train}
     with open(cvc / "index.csv", newline="", encoding="utf-8") as fh:
@@ -196,7 +196,7 @@ def train_split_manifest(cvc: Path, folder: Path) -> Path:
 
 def pretrain_backbone(args: argparse.Namespace, work: Path) -> Path:
     """DINO pretraining (endoscopy recipe, --quick profile) on the train split's frames only; the run dir."""
-    from dinomed.ssl.trainer import pretrain
+    from dinomed.api import pretrain
 
     manifest = train_split_manifest(args.cvc, work)
     sets = [*data_overrides(args.cvc, None, manifest), f"train.epochs={args.pretrain_epochs}",
@@ -205,7 +205,7 @@ def pretrain_backbone(args: argparse.Namespace, work: Path) -> Path:
     if args.smoke:
         sets += ["augment.global_size=32", "augment.local_size=16", "augment.local_crops=2", "train.batch_size=4",
                  "train.max_steps=2", "model.out_dim=256", "model.hidden_dim=64", "model.bottleneck_dim=32"]
-    return pretrain("endoscopy", sets, quick=True).run_dir
+    return pretrain("endoscopy", overrides=sets, quick=True).run_dir
 
 
 # ------------------------------------------------------------------------------------------------------- report

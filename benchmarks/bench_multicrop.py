@@ -101,7 +101,7 @@ def main() -> None:
     for column in ("modality", "source", "image", "multi-crop img/s (1 proc)", "loader img/s", "loader / step"):
         table.add_column(column, justify="right" if "/" in column else "left")
     for modality in args.modalities:
-        recipe = load_recipe("oct", [f"modality={modality}", f"data.channels={CHANNELS[modality]}"], quick=True)
+        recipe = load_recipe("oct", overrides=[f"modality={modality}", f"data.channels={CHANNELS[modality]}"], quick=True)
         _row(table, modality, "phantom", recipe, build_dataset(recipe.data, modality), args)
         if args.real is not None and modality in REAL:
             rel, overrides = REAL[modality]
@@ -110,7 +110,7 @@ def main() -> None:
                 console.print(f"[yellow]skipping real {modality}: {path} not found[/]")
                 continue
             real = load_recipe(
-                "oct", [f"modality={modality}", f"data.channels={CHANNELS[modality]}",
+                "oct", overrides=[f"modality={modality}", f"data.channels={CHANNELS[modality]}",
                         *(o.format(path=path) for o in overrides)], quick=True,
             )
             _row(table, modality, path.parent.name if path.is_file() else path.name, real,

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from dinomed.finetune.api import finetune
-from dinomed.finetune.metrics import PRIMARY
-from dinomed.finetune.trainer import FINAL_METRICS
-from dinomed.tune.api import BEST_RECIPE, tune
+from dinomed.api import finetune, tune
+from dinomed.finetuning.heads import head_class
+from dinomed.finetuning.trainer import FINAL_METRICS
+from dinomed.tuning.run import BEST_RECIPE
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results" / "tune.md"
@@ -47,7 +47,7 @@ def _summary(values: list[float]) -> str:
 def run_dataset(name: str, args: argparse.Namespace, console: Console) -> dict[str, object]:
     """One study on split 0, then best.yaml vs defaults over the training seeds; the table row."""
     recipe, task, manifest, data_sets = TASKS[name]
-    metric = PRIMARY[task][0]
+    metric = head_class(task).primary_metric
     base = ["data.source=manifest", f"data.manifest={args.data / manifest}", *data_sets, "data.split_seed=0",
             *(SMOKE if args.smoke else []), *args.set]
     out = args.out / name

@@ -1,74 +1,87 @@
 """dinomed: DINO self-supervised pretraining and LoRA fine-tuning of ViTs for OCT, endoscopy and thermal imagery.
 
-Python API (the CLI is a thin shell over it)::
+Python API (the CLI is a thin shell over it; see :mod:`dinomed.api` for the shared conventions)::
 
     import dinomed
-    run = dinomed.pretrain("oct", quick=True)            # built-in phantom data when no data root is set
-    backbone = dinomed.load_backbone(run.run_dir)          # a plain timm ViT
+    run = dinomed.pretrain("oct", quick=True)               # built-in phantom data when no data root is set
+    backbone = dinomed.load_backbone(run.run_dir)             # a plain timm ViT
+
+``import dinomed`` loads nothing heavy and changes nothing in the process (no environment variables); each name
+is imported on first use.
 """
 
+# ruff: noqa: F401  (the TYPE_CHECKING block re-exports the API for type checkers and IDEs)
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for model hubs: weights come from local files
-# Idle OpenMP threads sleep instead of spinning: with DataLoader workers (or anything else) sharing a small
-# machine's cores, spinning threads made a training step ~15x slower here. Only effective before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from dinomed.models.backbones import load_backbone  # noqa: E402
-from dinomed.recipe import Recipe, load_recipe  # noqa: E402
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# Heavier entry points load on first use, so `import dinomed` stays light (no optuna/albumentations import).
-_LAZY = {
-    "finetune": "dinomed.finetune.api",
-    "load_model": "dinomed.finetune.api",
-    "merge": "dinomed.finetune.api",
-    "tune": "dinomed.tune.api",
-    "evaluate": "dinomed.eval.evaluate",
-    "knn_eval": "dinomed.eval.evaluate",
-    "linear_eval": "dinomed.eval.evaluate",
-    "attention_maps": "dinomed.eval.visualize",
-    "pca_maps": "dinomed.eval.visualize",
-    "build_report": "dinomed.report.html",
+# name -> module that defines it: the whole public API, each imported on first use
+_API = {
+    **dict.fromkeys(("pretrain", "finetune", "tune", "evaluate", "knn_eval", "linear_eval", "attention_maps",
+                     "pca_maps", "augment_preview", "predict", "merge", "build_report", "load_backbone",
+                     "load_model"), "dinomed.api"),
+    "load_recipe": "dinomed.recipe",
+    "Recipe": "dinomed.recipe",
+    "register_modality": "dinomed.augment.modalities",
+    "register_head": "dinomed.finetuning.heads",
+    "TaskHead": "dinomed.finetuning.heads",
+    "PretrainResult": "dinomed.ssl.run",
+    "FinetuneResult": "dinomed.finetuning.run",
+    "TuneResult": "dinomed.tuning.run",
+    "EvalResult": "dinomed.eval.evaluate",
+    "AttentionOutput": "dinomed.report.visuals",
+    "PredictResult": "dinomed.finetuning.predict",
+    "Report": "dinomed.report.html",
+    "FinetunedModel": "dinomed.finetuning.model",
+    "TrainingDiverged": "dinomed.engine",
+    "ConfigError": "dinomed.config",
+    "DataError": "dinomed.data.readers",
 }
-__all__ = ["pretrain", "load_backbone", "load_recipe", "Recipe", "__version__", *_LAZY]
+__all__ = ["__version__", *_API]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name loads on first use
+    from dinomed.api import (
+        attention_maps,
+        augment_preview,
+        build_report,
+        evaluate,
+        finetune,
+        knn_eval,
+        linear_eval,
+        load_backbone,
+        load_model,
+        merge,
+        pca_maps,
+        predict,
+        pretrain,
+        tune,
+    )
+    from dinomed.augment.modalities import register_modality
+    from dinomed.config import ConfigError
+    from dinomed.data.readers import DataError
+    from dinomed.engine import TrainingDiverged
+    from dinomed.eval.evaluate import EvalResult
+    from dinomed.finetuning.heads import TaskHead, register_head
+    from dinomed.finetuning.model import FinetunedModel
+    from dinomed.finetuning.predict import PredictResult
+    from dinomed.finetuning.run import FinetuneResult
+    from dinomed.recipe import Recipe, load_recipe
+    from dinomed.report.html import Report
+    from dinomed.report.visuals import AttentionOutput
+    from dinomed.ssl.run import PretrainResult
+    from dinomed.tuning.run import TuneResult
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'dinomed' has no attribute '{name}'")
 
 
-def _as_overrides(overrides: Any, kwargs: dict[str, Any]) -> list[str]:
-    """``train__epochs=2`` or ``**{"train.epochs": 2}`` keyword overrides become ``train.epochs=2`` strings."""
-    items = list(overrides or ())
-    for key, value in kwargs.items():
-        dotted = key.replace("__", ".")
-        items.append(f"{dotted}={'null' if value is None else value}")
-    return items
-
-
-def pretrain(
-    recipe: str | Path | dict[str, Any] | Recipe | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    *,
-    quick: bool = False,
-    resume: str | Path | None = None,
-    **kwargs: Any,
-):
-    """Run DINO pretraining; returns a :class:`~dinomed.ssl.trainer.PretrainResult` (run_dir, metrics, backbone).
-
-    Example:
-        >>> run = dinomed.pretrain("oct", quick=True, train__max_steps=50)
-    """
-    from dinomed.ssl.trainer import pretrain as _pretrain
-
-    return _pretrain(recipe, _as_overrides(overrides, kwargs), quick=quick, resume=resume)
+def __dir__() -> list[str]:
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

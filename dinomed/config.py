@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -27,9 +28,15 @@ __all__ = [
     "to_dict",
     "apply_overrides",
     "parse_override",
+    "normalize_overrides",
+    "Overrides",
     "load_yaml",
     "deep_merge",
 ]
+
+Overrides = Union[Mapping[str, Any], Sequence[str], None]
+"""Recipe overrides: ``{"optim.lr": 1e-4}`` (values taken as they are) or ``["optim.lr=1e-4"]`` (values parsed as
+YAML, as on the command line); ``None`` for none."""
 
 
 class ConfigError(ValueError):
@@ -47,11 +54,17 @@ def option(
     *,
     min: float | None = None,
     max: float | None = None,
-    choices: Sequence[Any] | None = None,
+    choices: Any = None,
     default_factory: Any = dataclasses.MISSING,
 ) -> Any:
-    """A dataclass field with help text and optional bounds/choices checked by :func:`from_dict`."""
-    meta = {"help": help, "min": min, "max": max, "choices": tuple(choices) if choices is not None else None}
+    """A dataclass field with help text and optional bounds/choices checked by :func:`from_dict`.
+
+    ``choices`` is a fixed sequence, or a registry (anything with ``names()``) read when a value is checked, so a
+    name registered by a plug-in (``register_modality``) is valid in a recipe.
+    """
+    if choices is not None and not hasattr(choices, "names"):
+        choices = tuple(choices)
+    meta = {"help": help, "min": min, "max": max, "choices": choices}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if isinstance(default, (list, dict, set)):
@@ -159,10 +172,11 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
 def _check_bounds(value: Any, meta: Mapping[str, Any], key: str, source: str) -> None:
     choices = meta.get("choices")
     if choices is not None and value is not None:
+        valid = choices.names() if hasattr(choices, "names") else list(choices)
         values = value if isinstance(value, (list, tuple)) else [value]
         for v in values:
-            if v not in choices:
-                raise ConfigError(source, key, f"expected one of {list(choices)}, got {v!r}")
+            if v not in valid:
+                raise ConfigError(source, key, f"expected one of {valid}, got {v!r}")
     lo, hi = meta.get("min"), meta.get("max")
     numbers = value if isinstance(value, (list, tuple)) else [value]
     for v in numbers:
@@ -202,8 +216,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "", prefix
         kwargs[key] = converted
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
+    except ConfigError as err:
+        if err.source or not source:
+            raise
+        raise ConfigError(source, err.key, err.problem) from None
     except (ValueError, TypeError) as err:
         raise ConfigError(source, prefix or cls.__name__, str(err)) from None
 
@@ -220,18 +236,51 @@ def to_dict(obj: Any) -> Any:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``"optim.lr=1e-4"`` into (``["optim", "lr"]``, 1e-4); the value is parsed as YAML."""
+    """Split ``"optim.lr=1e-4"`` into (``["optim", "lr"]``, 1e-4); the value is parsed as YAML.
+
+    A value holding `` #`` (or starting with ``#``) is taken literally as a string: on a command line it is part of
+    a name (``data.root=/data/oct #1``), never a YAML comment, which would silently cut the value short.
+    """
     if "=" not in text:
         raise ConfigError("--set", text, "expected KEY=VALUE, e.g. optim.lr=1e-4")
     key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError("--set", text, "expected a dotted key such as optim.lr")
+    if raw.lstrip().startswith("#") or re.search(r"\s#", raw):
+        return _split_key(key, text), raw.strip()
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return key.split("."), value
+    return _split_key(key, text), value
+
+
+def _split_key(key: str, text: str) -> list[str]:
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError("--set", text, "expected a dotted key such as optim.lr")
+    return key.split(".")
+
+
+def normalize_overrides(overrides: Overrides) -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` pairs from any :data:`Overrides` form; mapping values are kept exactly as given."""
+    return [(key, value) for key, value, _ in _override_items(overrides)]
+
+
+def _override_items(overrides: Overrides) -> list[tuple[str, Any, str]]:
+    """``(dotted key, value, how the user wrote it)`` for each override (the last names it in errors)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        raise TypeError(f"overrides must be a mapping or a list of KEY=VALUE strings, got the string {overrides!r}")
+    if isinstance(overrides, Mapping):
+        items = [(str(key), value, f"{key}={value!r}") for key, value in overrides.items()]
+        for key, _, text in items:
+            _split_key(key, text)
+        return items
+    items = []
+    for text in map(str, overrides):
+        parts, value = parse_override(text)
+        items.append((".".join(parts), value, text))
+    return items
 
 
 def _check_path(cls: type, parts: list[str], source: str) -> None:
@@ -255,11 +304,11 @@ def _unwrap_dataclass(tp: Any) -> Any:
     return tp
 
 
-def apply_overrides(cls: type, data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with ``KEY=VALUE`` overrides merged in; unknown keys fail naming the override."""
+def apply_overrides(cls: type, data: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
+    """Return a copy of ``data`` with the overrides merged in; unknown keys fail naming the override."""
     merged = _deep_copy(data)
-    for text in overrides:
-        parts, value = parse_override(text)
+    for key, value, text in _override_items(overrides):
+        parts = key.split(".")
         _check_path(cls, parts, f"--set {text}")
         node = merged
         for part in parts[:-1]:
@@ -268,7 +317,7 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: Sequence[str]) -
                 child = {}
                 node[part] = child
             node = child
-        node[parts[-1]] = value
+        node[parts[-1]] = _deep_copy(value)
     return merged
 
 

@@ -13,15 +13,15 @@ from typing import Any
 import yaml
 
 from dinomed.augment.config import AugmentConfig
-from dinomed.config import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml, option, to_dict
+from dinomed.config import ConfigError, Overrides, apply_overrides, deep_merge, from_dict, load_yaml, option, to_dict
 from dinomed.data.config import DataConfig
 from dinomed.eval.config import EvalConfig
-from dinomed.finetune.config import FinetuneConfig
+from dinomed.finetuning.config import FinetuneConfig
 from dinomed.models.config import ModelConfig
 from dinomed.ssl.config import DINOConfig, OptimConfig, TrainConfig
-from dinomed.tune.config import TuneConfig
+from dinomed.registry import MODALITIES
+from dinomed.tuning.config import TuneConfig
 
-MODALITIES = ("oct", "endoscopy", "thermal", "natural")
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 PROFILES_DIR = RECIPES_DIR / "profiles"
 
@@ -32,7 +32,8 @@ class Recipe:
 
     name: str = option("custom", "recipe name, used in run directory names")
     description: str = option("", "one line shown by `dinomed recipes`")
-    modality: str = option("natural", "selects the augmentation preset and phantom", choices=MODALITIES)
+    modality: str = option("natural", "selects the augmentation preset and phantom (any registered modality)",
+                           choices=MODALITIES)
     data: DataConfig = option(default_factory=DataConfig)
     augment: AugmentConfig = option(default_factory=AugmentConfig)
     model: ModelConfig = option(default_factory=ModelConfig)
@@ -42,6 +43,24 @@ class Recipe:
     eval: EvalConfig = option(default_factory=EvalConfig)
     finetune: FinetuneConfig = option(default_factory=FinetuneConfig)
     tune: TuneConfig = option(default_factory=TuneConfig)
+
+    def __post_init__(self) -> None:
+        try:
+            self.tune.distributions(type(self))  # a dotted search-space key must name a key of this schema
+        except ValueError as err:
+            raise ConfigError("", "tune", str(err)) from None
+        self._resolve_adaptation()
+
+    def _resolve_adaptation(self) -> None:
+        """Fill the null adaptation settings with the defaults of a continued run (``model.init`` set) or of a run
+        from random init; a run directory's ``config.yaml`` then holds the values it actually used."""
+        continued = self.model.init is not None
+        if self.train.freeze_backbone_epochs is None:
+            self.train.freeze_backbone_epochs = 1 if continued else 0
+        if self.optim.layer_decay is None:
+            self.optim.layer_decay = 0.75 if continued else 1.0
+        if self.dino.warmup_teacher_temp_epochs is None:
+            self.dino.warmup_teacher_temp_epochs = 0 if continued else min(30, int(0.3 * self.train.epochs))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, as written to a run's ``config.yaml``."""
@@ -70,11 +89,14 @@ def available_recipes() -> list[str]:
 
 def load_recipe(
     recipe: str | Path | dict[str, Any] | Recipe,
-    overrides: list[str] | tuple[str, ...] = (),
     *,
+    overrides: Overrides = None,
     quick: bool = False,
 ) -> Recipe:
-    """Load and validate a recipe: file/name/dict, then the quick profile, then ``KEY=VALUE`` overrides."""
+    """Load and validate a recipe: file/name/dict, then the quick profile, then the overrides.
+
+    ``overrides``: ``{"optim.lr": 1e-4}`` (values as given) or ``["optim.lr=1e-4"]`` (values parsed as YAML).
+    """
     if isinstance(recipe, Recipe):
         data, source = recipe.to_dict(), "<recipe>"
     elif isinstance(recipe, dict):
@@ -82,9 +104,20 @@ def load_recipe(
     else:
         path = find_recipe(recipe)
         data, source = load_yaml(path), str(path)
+    data = _migrate(data)
     if quick:
         data = deep_merge(data, load_yaml(PROFILES_DIR / "quick.yaml"))
     if overrides:
-        data = apply_overrides(Recipe, data, list(overrides))
+        data = apply_overrides(Recipe, data, overrides)
         source = f"{source} (with --set overrides)"
     return from_dict(Recipe, data, source=source)
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Read recipes and run directories written before ``train.amp`` became ``train.precision``."""
+    train = data.get("train")
+    if not isinstance(train, dict) or "amp" not in train:
+        return data
+    train = {k: v for k, v in train.items() if k != "amp"}
+    train.setdefault("precision", "auto" if data["train"]["amp"] else "fp32")
+    return {**data, "train": train}

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as dinomed/__init__.py; must precede the torch import
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does; must precede the torch import
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -68,7 +68,7 @@ def test_builtin_recipes_load_at_real_scale_and_quick(name: str) -> None:
     assert (recipe.augment.global_crops, recipe.augment.global_size) == (2, 224)
     assert (recipe.augment.local_crops, recipe.augment.local_size) == (8, 96)
     assert recipe.model.out_dim == 65536 and recipe.train.epochs == 100
-    quick = load_recipe(RECIPES_DIR / f"{name}.yaml", ["train.epochs=3"], quick=True)
+    quick = load_recipe(RECIPES_DIR / f"{name}.yaml", overrides=["train.epochs=3"], quick=True)
     assert quick.model.arch == "vit_tiny_patch16_224" and quick.augment.global_size == 112
     assert quick.modality == name and quick.train.epochs == 3  # overrides win over the profile
 
@@ -93,7 +93,7 @@ def test_bad_recipe_file_names_the_file(tmp_path: Path) -> None:
 
 
 def test_resolved_recipe_round_trips() -> None:
-    recipe = load_recipe("oct", ["optim.lr=1e-4", "data.root=/x"])
+    recipe = load_recipe("oct", overrides=["optim.lr=1e-4", "data.root=/x"])
     again = load_recipe(recipe.to_dict())
     assert again == recipe and again.optim.lr == 1e-4 and again.data.root == "/x"
     assert isinstance(again, Recipe)

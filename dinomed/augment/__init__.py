@@ -29,7 +29,6 @@ _EXPORTS = {
     "PairedTransform": "dinomed.augment.paired",
     "build_paired_transform": "dinomed.augment.paired",
     "save_preview": "dinomed.augment.preview",
-    "augment_preview": "dinomed.augment.preview",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -2,7 +2,7 @@
 
 albumentations was chosen because its multi-crop pipeline runs ~7x faster than torchvision v2 on our CPUs; it has
 been unmaintained since mid-2025, so nothing else in dinomed may depend on it. Replacing the backend means
-re-implementing :func:`build_pipeline` and :func:`resize` for every op listed in :data:`~dinomed.augment.ops.BUILTIN_OPS`.
+re-implementing :func:`build_pipeline`, :func:`resize` and :func:`worker_init` for every op listed in :data:`~dinomed.augment.ops.BUILTIN_OPS`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from dinomed.augment.ops import CUSTOM_OPS, Op, foreground_counts  # noqa: E402
 
-__all__ = ["Pipeline", "build_pipeline", "resize"]
+__all__ = ["Pipeline", "build_pipeline", "resize", "worker_init"]
 
 _BORDERS = {"constant": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT_101}
 
@@ -152,3 +152,12 @@ def resize(image: np.ndarray, size: tuple[int, int], *, nearest: bool = False) -
     if image.ndim == 3 and out.ndim == 2:
         out = out[..., None]
     return out.astype(image.dtype, copy=False)
+
+
+def worker_init(_: int) -> None:
+    """DataLoader worker start-up: the workers do the augmentation, one thread each (torch and OpenCV) so they do
+    not oversubscribe a small machine's cores."""
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from dinomed.augment.ops import Op
 from dinomed.config import from_dict, option
-from dinomed.registry import Registry
+from dinomed.registry import MODALITIES
 
 __all__ = [
     "Preset",
@@ -37,7 +37,6 @@ __all__ = [
 
 ViewKind = Literal["global", "local"]
 P = TypeVar("P", bound="Preset")
-PRESETS: Registry[type[Preset]] = Registry("modality", "modalities")
 
 # ITU-R BT.601 luma weights: how a 3-channel mean/std folds into one channel.
 _LUMA = (0.299, 0.587, 0.114)
@@ -45,17 +44,17 @@ _LUMA = (0.299, 0.587, 0.114)
 
 def register_modality(name: str) -> Callable[[type[P]], type[P]]:
     """Class decorator adding a preset to the registry under ``name`` (the recipe's ``modality``)."""
-    return PRESETS.register(name)
+    return MODALITIES.register(name)
 
 
 def available_modalities() -> list[str]:
     """Names of the registered presets."""
-    return PRESETS.names()
+    return MODALITIES.names()
 
 
 def get_preset(name: str, params: Mapping[str, Any] | None = None) -> Preset:
     """The preset registered as ``name`` with ``params`` (``augment.params``) replacing its defaults."""
-    cls = PRESETS.get(name)
+    cls = MODALITIES.get(name)
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in params or {}:
         if key not in valid:

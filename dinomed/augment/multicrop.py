@@ -172,6 +172,11 @@ class EvalTransform:
         mean, std = normalization(modality, channels)
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
+    @property
+    def cache_id(self) -> str:
+        """Everything its output depends on (keys the feature cache of :mod:`dinomed.eval.features`)."""
+        return f"eval:{self.modality}:{self.size[0]}x{self.size[1]}:{self.channels}:{self.mean.tolist()}:{self.std.tolist()}"
+
     def __call__(
         self, image: np.ndarray, mask: np.ndarray | None = None, depth: np.ndarray | None = None
     ) -> dict[str, torch.Tensor]:

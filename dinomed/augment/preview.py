@@ -3,7 +3,7 @@
 Augmentations are easy to get silently wrong (a flipped retina, a hue shift that turns mucosa green), so look
 before pretraining::
 
-    augment_preview("oct", quick=True, out="oct_views.png")      # or: dinomed augment-preview --recipe oct
+    dinomed.augment_preview("oct", quick=True, out="oct_views.png")   # or: dinomed augment-preview --recipe oct
 
 Each row is one sample: the original, then the global views, then the local views (at their own resolution,
 shown in equal-sized cells; the titles give the pixel size).
@@ -11,15 +11,14 @@ shown in equal-sized cells; the titles give the pixel size).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from dinomed.augment.multicrop import MultiCrop, as_image, build_multicrop
+from dinomed.augment.multicrop import MultiCrop, as_image
 from dinomed.data.records import ImageDataset
 
-__all__ = ["save_preview", "augment_preview", "data_overrides"]
+__all__ = ["save_preview", "data_settings"]
 
 
 def _show(ax, image: np.ndarray, title: str) -> None:  # noqa: ANN001 - matplotlib Axes
@@ -61,27 +60,11 @@ def save_preview(
     return out
 
 
-def data_overrides(data: str | Path) -> list[str]:
-    """Recipe overrides pointing ``data`` at a manifest file (.csv / .json) or an image folder."""
+def data_settings(data: str | Path) -> dict[str, str]:
+    """Recipe settings pointing ``data`` at a manifest file (.csv / .json) or an image folder."""
     path = Path(data)
     if path.is_file() and path.suffix.lower() in (".csv", ".json"):
-        return ["data.source=manifest", f"data.manifest={path}"]
+        return {"data.source": "manifest", "data.manifest": str(path)}
     if path.is_dir():
-        return ["data.source=folder", f"data.root={path}"]
+        return {"data.source": "folder", "data.root": str(path)}
     raise FileNotFoundError(f"--data {data}: expected an image folder or a .csv/.json manifest")
-
-
-def augment_preview(
-    recipe: str | Path, overrides: Sequence[str] = (), *, quick: bool = False, data: str | Path | None = None,
-    out: str | Path = "augment_preview.png", samples: int = 4, seed: int = 0,
-) -> Path:
-    """Load the recipe (and ``data``), build its dataset and multi-crop, and save the preview grid to ``out``."""
-    from dinomed.data.datasets import build_dataset
-    from dinomed.recipe import load_recipe
-
-    extra = data_overrides(data) if data is not None else []
-    cfg = load_recipe(recipe, [*extra, *overrides], quick=quick)
-    dataset = build_dataset(cfg.data, cfg.modality)
-    multicrop = build_multicrop(cfg.modality, cfg.augment, cfg.data.channels)
-    title = f"{cfg.name}: {cfg.modality} preset, strength {cfg.augment.strength:g}"
-    return save_preview(dataset, multicrop, out, samples=samples, seed=seed, title=title)

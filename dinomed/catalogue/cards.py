@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dinomed.catalogue.layouts import validate_options
 from dinomed.config import ConfigError, from_dict, load_yaml, option
+from dinomed.registry import MODALITIES
 
-MODALITIES = ("oct", "endoscopy", "thermal", "natural")
-TASKS = ("classification", "segmentation", "detection", "depth", "pretraining")
+# What a dataset's annotations support: a descriptive vocabulary of the cards (not code paths), so a fixed list.
+ANNOTATION_TASKS = ("classification", "segmentation", "detection", "depth", "pretraining")
 GROUP_KINDS = ("patient", "eye", "video", "sequence", "session", "image")
 
 __all__ = ["DatasetCard", "SourceSpec", "LayoutSpec", "GroupSpec", "RecipeSpec", "cards_dir", "card_names",
@@ -105,7 +107,7 @@ class DatasetCard:
     title: str = option("", "full dataset name")
     description: str = option("", "what it is: device, population, size")
     modality: str = option("oct", "imaging modality", choices=MODALITIES)
-    tasks: list[str] = option([], "tasks the annotations support", choices=TASKS)
+    tasks: list[str] = option([], "tasks the annotations support", choices=ANNOTATION_TASKS)
     labels: list[str] = option([], "label set (class names, mask classes or box categories)")
     licence: str = option("", "licence identifier or short terms")
     terms: str = option("", "use restrictions that go beyond the licence (research only, no redistribution)")
@@ -161,10 +163,8 @@ def load_card(name_or_path: str | Path, directory: Path | None = None) -> Datase
     card = from_dict(DatasetCard, load_yaml(path), source=str(path))
     if card.name != path.stem:
         raise ConfigError(str(path), "name", f"must equal the file stem '{path.stem}', got '{card.name}'")
-    from dinomed.catalogue.layouts import validate_options
-
     for i, layout in enumerate(card.layouts):
-        validate_options(layout, source=str(path), prefix=f"layouts[{i}].options")
+        validate_options(layout.converter, layout.options, source=str(path), prefix=f"layouts[{i}].options")
     return card
 
 

@@ -11,10 +11,8 @@ A report is ``ok`` when nothing leaks between splits and no file is missing or u
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
-import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,9 +21,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from rich.progress import Progress
-
 from dinomed.catalogue.fingerprints import dhash, hamming_pairs
+from dinomed.data.datasets import read_manifest
+from dinomed.data.readers import DataError
+from dinomed.engine import progress_bar
 
 TARGETS = ("mask", "depth")
 
@@ -72,36 +71,28 @@ class CheckReport:
         return {**asdict(self), "leaks": self.leaks, "ok": self.ok}
 
 
-def read_manifest(path: Path) -> list[Entry]:
-    """Rows of a CSV or JSON-list manifest; unknown columns are ignored, a missing ``image`` column is an error."""
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} not found")
-    if path.suffix.lower() == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(rows, list):
-            raise ValueError(f"{path}: a JSON manifest must be a list of objects")
-    else:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+def read_entries(path: Path) -> list[Entry]:
+    """Rows of a CSV or JSON-list manifest, read exactly as training reads it (:func:`read_manifest`: encoding,
+    byte-order mark, blanks); unknown columns are ignored, a row without an ``image`` value is an error."""
     names = Entry.__dataclass_fields__
     entries = []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(read_manifest(path)):
         if not row.get("image"):
-            raise ValueError(f"{path}: row {i + 1} has no 'image' value (columns: {sorted(row)})")
-        entries.append(Entry(**{k: "" if v is None else str(v) for k, v in row.items() if k in names}))
+            raise DataError(path, f"row {i + 1} has no 'image' value (columns: {sorted(row)})")
+        entries.append(Entry(**{k: v for k, v in row.items() if k in names}))
     return entries
 
 
 def check_manifest(manifest: str | Path, *, threshold: int = 4, progress: bool = True) -> CheckReport:
     """Audit ``manifest``; ``threshold`` is the dHash Hamming distance (of 64 bits) counted as near-duplicate."""
     path = Path(manifest).expanduser()
-    entries = read_manifest(path)
+    entries = read_entries(path)
     root = path.parent
     report = CheckReport(manifest=str(path), images=len(entries), has_split=any(e.split for e in entries),
                          threshold=threshold)
     digests: dict[int, str] = {}
     hashes: dict[int, int] = {}
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar("check", disable=not progress, transient=True) as bar:
         task = bar.add_task("check", total=len(entries))
         for i, entry in enumerate(entries):
             _fingerprint(i, entry, root, report, digests, hashes)

@@ -20,16 +20,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress
-
 from dinomed.catalogue.cards import DatasetCard, LayoutSpec, load_card
 from dinomed.catalogue.convert import needs_conversion, write_binary_mask, write_depth, write_image_png
 from dinomed.catalogue.groups import GroupDeriver
 from dinomed.catalogue.layouts import CommonOptions, SourceItem, get_layout, parse_options
 from dinomed.catalogue.verify import SourceError, check_checksums, check_count, check_referenced, select_layout
+from dinomed.data.prepared import MANIFEST, SUMMARY, data_home, resolve_prepared
+from dinomed.engine import progress_bar
 
-MANIFEST = "manifest.csv"
-SUMMARY = "dataset.json"
 BOXES = "annotations.json"
 COLUMNS = ("image", "label", "mask", "depth", "group")
 SPLIT_POLICIES = ("auto", "keep", "drop")
@@ -54,41 +52,6 @@ class _Row:
     split: str | None
 
 
-def data_home() -> Path:
-    """Default home of prepared datasets: ``$DINOMED_DATA`` or ``~/.dinomed/datasets``."""
-    return Path(os.environ.get("DINOMED_DATA", Path.home() / ".dinomed" / "datasets")).expanduser()
-
-
-def resolve_prepared(name_or_path: str | Path) -> Path:
-    """Manifest of a prepared dataset given its manifest, its folder, or a card name under :func:`data_home`.
-
-    A recipe then reads it with ``data.source: manifest`` and ``data.manifest: <returned path>``.
-    """
-    path = Path(name_or_path).expanduser()
-    candidates = [path, path / MANIFEST, data_home() / str(name_or_path) / MANIFEST]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    raise FileNotFoundError(f"no prepared dataset '{name_or_path}': looked for {', '.join(map(str, candidates))}; "
-                            f"run `dinomed datasets prepare {name_or_path} --source PATH` first")
-
-
-def prepared_root(manifest: str | Path) -> Path | None:
-    """Data root for a prepared manifest: the folder holding both it and the source it points into.
-
-    Prepared manifests reference the untouched source (``../../src/...``) next to files converted into the output
-    folder, so their root is the common ancestor; ``None`` for a manifest that ``prepare`` did not write.
-    """
-    summary = Path(manifest).resolve().parent / SUMMARY
-    if not summary.is_file():
-        return None
-    try:
-        source = json.loads(summary.read_text(encoding="utf-8"))["source"]
-    except (ValueError, KeyError):
-        raise ValueError(f"{summary}: not a dinomed dataset summary (expected a 'source' entry)") from None
-    return Path(os.path.commonpath([summary.parent, Path(source).resolve()]))
-
-
 def prepare(name: str | DatasetCard, source: str | Path, out: str | Path | None = None, *,
             layout: str | None = None, split_policy: str = "auto", progress: bool = True) -> PrepareResult:
     """Verify ``source`` against card ``name`` and write the manifest into ``out`` (default data_home()/name).
@@ -105,7 +68,7 @@ def prepare(name: str | DatasetCard, source: str | Path, out: str | Path | None 
     _check_out(card, source, out)
     spec = select_layout(card, source, layout)
     check_checksums(source, spec)
-    options = parse_options(spec, source=f"card {card.name}", prefix=f"layout {spec.name} options")
+    options = parse_options(spec.converter, spec.options, source=f"card {card.name}", prefix=f"layout {spec.name} options")
     items = sorted(get_layout(spec.converter).items(source, options), key=lambda i: str(i.image))
     if not items:
         raise SourceError(f"{source}: layout '{spec.name}' found no images ({spec.description})")
@@ -212,7 +175,7 @@ def _write(tmp: Path, out: Path, source: Path, rows: list[_Row], options: Common
     """Manifest rows (paths relative to ``out``; the temp folder is its sibling), converted targets, boxes."""
     has_split = any(r.split for r in rows)
     records, boxed = [], []
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar("prepare", disable=not progress, transient=True) as bar:
         task = bar.add_task(f"prepare {card.name}", total=len(rows))
         for row in rows:
             record = {"image": _image(row.item.image, source, tmp, out), "label": row.item.label or "",

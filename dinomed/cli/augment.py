@@ -22,7 +22,6 @@ def augment_preview(
     seed: int = typer.Option(0, "--seed", min=0, help="Augmentation seed of the first row."),
 ) -> None:
     """Save a grid of original images with their global and local crops, to check the augmentations by eye."""
-    from dinomed.augment.preview import augment_preview as _preview
+    from dinomed.api import augment_preview as run
 
-    path = _preview(recipe, set_, quick=quick, data=data, out=out, samples=samples, seed=seed)
-    console.print(f"Wrote {path}")
+    run(recipe, overrides=set_, quick=quick, data=data, out=out, samples=samples, seed=seed, console=console)

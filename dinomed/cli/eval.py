@@ -21,7 +21,7 @@ RECIPE_HELP = "Recipe (names the data and architecture); default: the run dir's 
 
 def _print_result(result) -> None:  # noqa: ANN001 - EvalResult, imported lazily
     splits = list(result.metrics)
-    table = Table(title=f"{result.method} — {result.backbone} — {result.recipe}")
+    table = Table(title=f"{result.method} — {result.backbone_source} — {result.recipe}")
     table.add_column("metric")
     for split in splits:
         table.add_column(f"{split} (n={result.split_sizes[split]})", justify="right")
@@ -32,14 +32,16 @@ def _print_result(result) -> None:  # noqa: ANN001 - EvalResult, imported lazily
         table.add_row(f"recall {name}", *["—" if r is None else f"{r:.3f}" for r in recalls])
     console.print(table)
     settings = {k: v for k, v in result.params.items() if not isinstance(v, dict)}
-    console.print(f"settings: {settings}; features {'from cache' if result.cached else 'extracted'}: {result.cache_file}")
+    cache = result.cache_file or "not cached (the transform has no stable identity)"
+    console.print(f"settings: {settings}; features {'from cache' if result.cached else 'extracted'}: {cache}")
 
 
 def _run(method: str, backbone: str, recipe: Optional[str], set_: list[str], quick: bool,
          json_out: Optional[Path]) -> None:
-    from dinomed.eval.evaluate import evaluate
+    from dinomed.api import evaluate
 
-    result = evaluate(backbone, recipe, method, set_, quick=quick, out=json_out)
+    result = evaluate(recipe, backbone=backbone, method=method, overrides=set_, quick=quick, out=json_out,
+                      console=console)
     _print_result(result)
     console.print_json(json.dumps(result.to_dict()))
 
@@ -80,15 +82,10 @@ def attention(
     keep: Optional[float] = typer.Option(None, "--keep", min=0.0, max=1.0, help="Attention mass kept by the masks (0.6)."),
 ) -> None:
     """Last-block CLS attention per head, its 60 %-mass masks, and Jaccard vs ground-truth masks when present."""
-    from dinomed.eval.visualize import attention_maps
+    from dinomed.api import attention_maps
 
-    output = attention_maps(backbone, input_, out, recipe, set_, count=count, keep=keep)
-    console.print(f"Wrote {len(output.files)} attention figure(s) to {out}")
-    if output.jaccard is not None:
-        j = output.jaccard
-        console.print(f"Jaccard vs masks over {j['num_images']} image(s): best head {j['best_head']} = "
-                      f"{j['best_head_jaccard']:.3f}, union {j['union_jaccard']:.3f}, per head "
-                      f"{[round(v, 3) for v in j['per_head']]}")
+    attention_maps(recipe, backbone=backbone, inputs=input_, out=out, overrides=set_, count=count, keep=keep,
+                   console=console)
 
 
 @app.command()
@@ -103,10 +100,10 @@ def pca(
                                                "component exceeds this (DINOv2 foreground), e.g. 0."),
 ) -> None:
     """First three PCA components of patch features as RGB (DINOv2-style)."""
-    from dinomed.eval.visualize import pca_maps
+    from dinomed.api import pca_maps
 
-    path = pca_maps(backbone, input_, out, recipe, set_, count=count, foreground_threshold=foreground)
-    console.print(f"Wrote {path}")
+    pca_maps(recipe, backbone=backbone, inputs=input_, out=out, overrides=set_, count=count, foreground=foreground,
+             console=console)
 
 
 @app.command()
@@ -116,9 +113,6 @@ def report(
     samples: int = typer.Option(4, "--samples", min=1, help="Images in the attention and PCA sections."),
 ) -> None:
     """One self-contained HTML report (opens offline): config, curves, collapse, eval, attention, PCA, fine-tuning."""
-    from dinomed.report.html import build_report
+    from dinomed.api import build_report
 
-    result = build_report(run_dir, out, samples=samples)
-    console.print(f"Wrote {result.path}")
-    for key, why in result.missing.items():
-        console.print(f"  missing {key}: {why}")
+    build_report(run_dir, out, samples=samples, console=console)

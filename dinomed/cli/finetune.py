@@ -9,8 +9,11 @@ import typer
 
 from dinomed.cli.app import QUICK_HELP, SET_HELP, app, console
 
+TASK_HELP = "seg, depth, cls or a registered head (default: the recipe's finetune.task)."
+BACKBONE_HELP = "Pretrain run dir, export folder, checkpoint file or 'random' (default: the recipe's finetune.backbone)."
 
-def _budget(text: Optional[str]) -> int | float | None:
+
+def budget(text: Optional[str]) -> int | float | None:
     """'50' -> 50 images, '0.1' -> 10 % of the train split."""
     if text is None:
         return None
@@ -26,8 +29,8 @@ def _budget(text: Optional[str]) -> int | float | None:
 @app.command()
 def finetune(
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe YAML path or built-in name."),
-    task: str = typer.Option("seg", "--task", help="seg, depth or cls."),
-    backbone: str = typer.Option("random", "--backbone", "-b", help="Pretrain run dir, export folder, checkpoint file or 'random'."),
+    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
+    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help=BACKBONE_HELP),
     labels: Optional[str] = typer.Option(None, "--labels", help="Labelled train images: a count (50) or a fraction (0.1)."),
     lora: bool = typer.Option(False, "--lora", help="LoRA adapters + head (the default)."),
     full: bool = typer.Option(False, "--full", help="Train every backbone weight (comparison)."),
@@ -38,15 +41,17 @@ def finetune(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
 ) -> None:
     """Fine-tune a backbone with a segmentation, depth or classification head (LoRA, full or frozen)."""
-    from dinomed.finetune.api import finetune as run_finetune
+    from dinomed.api import finetune as run
 
     if sum([lora, full, frozen]) > 1:
         raise ValueError("choose one of --lora, --full, --frozen")
     if recipe is None and resume is None:
         raise ValueError("give --recipe RECIPE for a new run or --resume RUN_DIR to continue one")
-    mode = "full" if full else "frozen" if frozen else "lora"
-    result = run_finetune(recipe, task=task, backbone=backbone, labels=_budget(labels), mode=mode, overrides=set_,
-                          quick=quick, out=out, resume=resume, console=console)
+    mode = "full" if full else "frozen" if frozen else "lora" if lora else None
+    result = run(recipe, task=task, backbone=backbone, labels=budget(labels), mode=mode, overrides=set_, quick=quick,
+                 out=out, resume=resume, console=console)
+    if result.stopped is not None:
+        raise typer.Exit(result.stopped)
     console.print(f"Done: {result.run_dir}  val {result.metrics['val']}  test {result.metrics['test']}")
 
 
@@ -57,31 +62,9 @@ def predict(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for masks / depth maps / class probabilities."),
 ) -> None:
     """Masks (PNG + overlay), depth maps (16-bit PNG + preview) or class probabilities (predictions.csv)."""
-    from rich.progress import track
+    from dinomed.api import predict as run
 
-    from dinomed.finetune.api import load_model
-    from dinomed.finetune.predict import input_files, read_input, write_prediction
-
-    finetuned = load_model(model)
-    files = input_files(input)
-    task, rows = finetuned.info["task"], []
-    for path in track(files, description="predict", console=console):
-        image = read_input(path, finetuned.info)
-        output = finetuned.predict(image)
-        if task == "cls":
-            names = finetuned.info["class_names"] or [str(i) for i in range(len(output))]
-            rows.append([path.name, names[int(output.argmax())], *[f"{p:.4f}" for p in output]])
-        else:
-            write_prediction(image, output, task, path.stem, out)
-    if rows:
-        import csv
-
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["image", "prediction", *(finetuned.info["class_names"] or [])])
-            writer.writerows(rows)
-    console.print(f"{len(files)} prediction(s) written to {out}")
+    run(model, input, out, console=console)
 
 
 @app.command()
@@ -90,6 +73,6 @@ def merge(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for backbone.safetensors + backbone.json."),
 ) -> None:
     """Fold LoRA adapters into a plain backbone loadable by load_backbone and plain timm."""
-    from dinomed.finetune.api import merge as run_merge
+    from dinomed.api import merge as run_merge
 
-    console.print(f"Merged backbone written to {run_merge(run, out)}")
+    run_merge(run, out, console=console)

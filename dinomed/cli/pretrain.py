@@ -19,18 +19,18 @@ def pretrain(
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe YAML path or built-in name (oct, endoscopy, thermal)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from existing weights (continued pretraining): "
+                                        "a dinomed run or export, a timm checkpoint, or an official DINO / DINOv2 file."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
 ) -> None:
     """DINO self-supervised pretraining; exports the teacher backbone as safetensors."""
-    from dinomed.ssl.trainer import pretrain as run_pretrain
+    from dinomed.api import pretrain as run
 
     if recipe is None and resume is None:
         raise ValueError("give --recipe RECIPE for a new run or --resume RUN_DIR to continue one")
-    if recipe is not None and resume is not None:
-        raise ValueError("--resume continues a run with its stored config; do not pass --recipe with it")
-    result = run_pretrain(recipe, set_, quick=quick, resume=resume, console=console)
-    if not result.metrics["finished"]:
-        raise typer.Exit(130)
+    result = run(recipe, overrides=set_, quick=quick, init=init, resume=resume, console=console)
+    if result.stopped is not None:
+        raise typer.Exit(result.stopped)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""``dinomed tune``: Optuna search over LoRA fine-tuning hyper-parameters (a thin shell over dinomed.tune.api)."""
+"""``dinomed tune``: Optuna search over LoRA fine-tuning hyper-parameters (a thin shell over dinomed.api.tune)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from typing import Optional
 import typer
 
 from dinomed.cli.app import QUICK_HELP, SET_HELP, app, console
-from dinomed.cli.finetune import _budget
+from dinomed.cli.finetune import BACKBONE_HELP, TASK_HELP, budget
 
 
 @app.command()
 def tune(
     recipe: str = typer.Option(..., "--recipe", "-r", help="Recipe YAML path or built-in name (its tune: section)."),
-    task: str = typer.Option("seg", "--task", help="seg, depth or cls."),
-    backbone: str = typer.Option("random", "--backbone", "-b", help="Pretrain run dir, export folder, checkpoint or 'random'."),
+    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
+    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help=BACKBONE_HELP),
     labels: Optional[str] = typer.Option(None, "--labels", help="Labelled train images: a count (20) or a fraction (0.1)."),
-    mode: str = typer.Option("lora", "--mode", help="lora, full or frozen."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="lora, full or frozen (default: the recipe's)."),
     trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials the study should hold (default tune.trials); finished ones count when resuming."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL, e.g. sqlite:///study.db (default: RUN_DIR/study.db)."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name; the same name and storage resume it."),
@@ -28,9 +28,11 @@ def tune(
     no_retrain: bool = typer.Option(False, "--no-retrain", help="Stop after the search: no retrain, no test evaluation."),
 ) -> None:
     """Tune fine-tuning with grouped k-fold CV inside the label budget; retrain the best and test it once."""
-    from dinomed.tune.api import tune as run_tune
+    from dinomed.api import tune as run
 
-    result = run_tune(recipe, task=task, backbone=backbone, labels=_budget(labels), mode=mode, trials=trials,
-                      storage=storage, study=study, timeout=timeout, overrides=set_, quick=quick, out=out,
-                      retrain=not no_retrain, console=console)
+    result = run(recipe, task=task, backbone=backbone, labels=budget(labels), mode=mode, trials=trials,
+                 storage=storage, study=study, timeout=timeout, overrides=set_, quick=quick, out=out,
+                 retrain=not no_retrain, console=console)
+    if result.stopped is not None:
+        raise typer.Exit(result.stopped)
     console.print(f"Done: {result.run_dir}  best CV {result.best_value:.4f}  {result.best_params}")

@@ -29,6 +29,7 @@ import numpy as np
 
 from dinomed.data.config import DataConfig
 from dinomed.data.intensity import normalise, to_channels
+from dinomed.data.prepared import prepared_root, resolve_prepared
 from dinomed.data.readers import DataError, count_frames, read_image, read_mask, read_thermal
 from dinomed.data.records import ImageDataset, Record, SubsetDataset
 
@@ -227,8 +228,6 @@ class ManifestDataset(FileDataset):
         self.manifest = Path(manifest)
         rows = read_manifest(self.manifest)
         self.root = Path(cfg.root) if cfg.root else self.manifest.parent
-        from dinomed.catalogue.prepare import prepared_root
-
         # a manifest written by `dinomed datasets prepare` also points into its untouched source folder
         self.limit = None if cfg.root else prepared_root(self.manifest)
         present = set(rows[0])
@@ -364,8 +363,6 @@ def build_dataset(data_cfg: DataConfig, modality: str) -> ImageDataset:
     if cfg.source == "manifest":
         manifest = Path(cfg.manifest)  # type: ignore[arg-type]
         if not manifest.is_file():  # a prepared dataset named directly: `data.manifest: cvc-clinicdb`
-            from dinomed.catalogue.prepare import resolve_prepared
-
             manifest = resolve_prepared(cfg.manifest)  # type: ignore[arg-type]
         return ManifestDataset(manifest, cfg, modality)
     return CocoCropDataset(cfg.annotations, cfg, modality)  # type: ignore[arg-type]

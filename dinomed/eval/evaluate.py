@@ -1,35 +1,37 @@
 """kNN and linear-probe evaluation of a frozen backbone on a recipe's data, over grouped train/val/test splits.
 
-This is the API behind ``dinomed eval knn|linear``: resolve the backbone (an exported file, a run directory, a
-module, or ``"random"`` for the random-init baseline of the recipe's architecture), build the recipe's dataset and
-grouped splits (no patient / sequence in two splits), read the cached features, then classify. kNN uses the train
-split as its memory bank; the linear probe picks its learning rate on val. Both score val and test.
+This is what ``dinomed.evaluate`` and ``dinomed eval knn|linear`` run: resolve the backbone (an exported file, a
+run directory, a module, or ``"random"`` for the random-init baseline of the recipe's architecture), build the
+recipe's dataset and grouped splits (no patient / sequence in two splits), read the cached features, then
+classify. kNN uses the train split as its memory bank; the linear probe picks its learning rate on val. Both score
+val and test.
 
 Example:
-    >>> result = dinomed.evaluate("runs/oct-1", method="knn")
+    >>> result = dinomed.evaluate(backbone="runs/oct-1", method="knn")
     >>> result.metrics["test"]["balanced_accuracy"]
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 from torch import nn
 
 from dinomed.data.records import ImageDataset
+from dinomed.engine import CONFIG_FILE, resolve_device
 from dinomed.eval.config import EvalConfig
 from dinomed.eval.features import Features, Transform, cached_features
 from dinomed.eval.knn import effective_k, knn_classify
 from dinomed.eval.linear import linear_probe
 from dinomed.eval.metrics import classification_metrics
+from dinomed.files import write_json
 from dinomed.models.backbones import RANDOM, resolve_backbone
-from dinomed.recipe import Recipe, load_recipe
-from dinomed.runs import CONFIG_FILE
+from dinomed.recipe import Recipe
 
 METHODS = ("knn", "linear")
 SPLITS = ("train", "val", "test")
@@ -37,10 +39,13 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class EvalResult:
-    """Scores per evaluated split (``val``, ``test``) with the settings that produced them."""
+    """Scores per evaluated split (``val``, ``test``) with the settings that produced them.
+
+    ``backbone`` is the evaluated module (left out of :meth:`to_dict`); ``backbone_source`` says what it is.
+    """
 
     method: str
-    backbone: str
+    backbone_source: str
     recipe: str
     class_names: list[str]
     split_sizes: dict[str, int]
@@ -48,30 +53,13 @@ class EvalResult:
     params: dict[str, Any]
     cache_file: str = ""
     cached: bool = False
+    backbone: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "backbone"}
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
-        return path
-
-
-def resolve_recipe(
-    backbone: str | Path | nn.Module, recipe: str | Path | Recipe | None, overrides: Sequence[str], quick: bool
-) -> Recipe:
-    """The recipe given, else the ``config.yaml`` of the run directory the backbone came from."""
-    if recipe is None:
-        config = Path(str(backbone)) / CONFIG_FILE if not isinstance(backbone, nn.Module) else None
-        if config is None or not config.is_file():
-            raise ValueError(
-                f"no recipe given and backbone '{backbone}' is not a run directory with a {CONFIG_FILE}; "
-                "pass --recipe NAME (the recipe names the data and the architecture)"
-            )
-        recipe = config
-    return load_recipe(recipe, list(overrides), quick=quick)
+        return write_json(path, self.to_dict())
 
 
 def eval_backbone(backbone: str | Path | nn.Module, recipe: Recipe) -> tuple[nn.Module, str]:
@@ -101,7 +89,7 @@ def _split_indices(dataset: ImageDataset, recipe: Recipe) -> dict[str, list[int]
 
 def evaluate_features(
     features: Features,
-    splits: dict[str, Sequence[int]],
+    splits: Mapping[str, Sequence[int]],
     class_names: list[str],
     method: str,
     config: EvalConfig,
@@ -145,52 +133,47 @@ def evaluate_features(
     return metrics, params
 
 
-def evaluate(
+def evaluate_backbone(
+    recipe: Recipe,
     backbone: str | Path | nn.Module,
-    recipe: str | Path | Recipe | None = None,
     method: str = "knn",
-    overrides: Sequence[str] = (),
     *,
-    quick: bool = False,
     dataset: ImageDataset | None = None,
-    splits: dict[str, Sequence[int]] | None = None,
+    splits: Mapping[str, Sequence[int]] | None = None,
     transform: Transform | None = None,
     out: str | Path | None = None,
+    console: Console | None = None,
 ) -> EvalResult:
-    """kNN (``method="knn"``) or linear probe (``"linear"``) of ``backbone`` on the recipe's data.
+    """kNN (``method="knn"``) or linear probe (``"linear"``) of ``backbone`` on the (resolved) recipe's data.
 
     ``dataset``/``splits``/``transform`` default to the recipe's dataset, its grouped splits and the modality's
     eval transform at ``augment.global_size``. The result is written to ``out`` when given, else to
     ``<run_dir>/eval/<method>.json`` when the backbone is a run directory (where ``dinomed report`` finds it).
     """
-    from dinomed.ssl.trainer import resolve_device
-
     if method not in METHODS:
         raise ValueError(f"unknown evaluation method '{method}'; valid methods are {list(METHODS)}")
-    recipe_obj = resolve_recipe(backbone, recipe, overrides, quick)
-    model, label = eval_backbone(backbone, recipe_obj)
+    model, label = eval_backbone(backbone, recipe)
     if dataset is None:
         from dinomed.data.datasets import build_dataset
 
-        dataset = build_dataset(recipe_obj.data, recipe_obj.modality)
+        dataset = build_dataset(recipe.data, recipe.modality)
     if not dataset.class_names:
-        raise ValueError(f"the {recipe_obj.name} dataset has no class labels; kNN / linear evaluation needs labels")
-    splits = splits if splits is not None else _split_indices(dataset, recipe_obj)
+        raise ValueError(f"the {recipe.name} dataset has no class labels; kNN / linear evaluation needs labels")
+    splits = splits if splits is not None else _split_indices(dataset, recipe)
     if transform is None:
-        from dinomed.augment import build_eval_transform
+        from dinomed.augment.multicrop import build_eval_transform
 
-        transform = build_eval_transform(recipe_obj.modality, recipe_obj.augment.global_size, recipe_obj.data.channels)
-    transform_id = f"eval:{recipe_obj.modality}:{recipe_obj.augment.global_size}:{recipe_obj.data.channels}"
-    cfg = recipe_obj.eval
+        transform = build_eval_transform(recipe.modality, recipe.augment.global_size, recipe.data.channels)
+    cfg = recipe.eval
     feats, cache_file, was_cached = cached_features(
-        model, dataset, transform, transform_id, cache_dir=cfg.cache_dir, batch_size=cfg.batch_size,
-        device=resolve_device(recipe_obj.train.device), num_workers=recipe_obj.data.num_workers,
+        model, dataset, transform, cache_dir=cfg.cache_dir, batch_size=cfg.batch_size,
+        device=resolve_device(recipe.train.device), num_workers=recipe.data.num_workers, console=console,
     )
-    metrics, params = evaluate_features(feats, splits, list(dataset.class_names), method, cfg, seed=recipe_obj.train.seed)
+    metrics, params = evaluate_features(feats, splits, list(dataset.class_names), method, cfg, seed=recipe.train.seed)
     result = EvalResult(
-        method=method, backbone=label, recipe=recipe_obj.name, class_names=list(dataset.class_names),
+        method=method, backbone_source=label, recipe=recipe.name, class_names=list(dataset.class_names),
         split_sizes={name: len(splits.get(name, [])) for name in SPLITS}, metrics=metrics, params=params,
-        cache_file=str(cache_file), cached=was_cached,
+        cache_file=str(cache_file or ""), cached=was_cached, backbone=model,
     )
     target = out if out is not None else _run_eval_file(backbone, method)
     if target is not None:
@@ -199,17 +182,7 @@ def evaluate(
 
 
 def _run_eval_file(backbone: str | Path | nn.Module, method: str) -> Path | None:
-    if isinstance(backbone, nn.Module) or str(backbone) == "random":
+    if isinstance(backbone, nn.Module) or str(backbone) == RANDOM:
         return None
     run_dir = Path(backbone)
     return run_dir / "eval" / f"{method}.json" if (run_dir / CONFIG_FILE).is_file() else None
-
-
-def knn_eval(backbone: str | Path | nn.Module, recipe: str | Path | Recipe | None = None, **kwargs: Any) -> EvalResult:
-    """Weighted kNN (k=20, T=0.07 by default; ``eval.knn_k`` / ``eval.knn_temperature``). See :func:`evaluate`."""
-    return evaluate(backbone, recipe, "knn", **kwargs)
-
-
-def linear_eval(backbone: str | Path | nn.Module, recipe: str | Path | Recipe | None = None, **kwargs: Any) -> EvalResult:
-    """Linear probe with a learning-rate sweep chosen on val (``eval.linear_*``). See :func:`evaluate`."""
-    return evaluate(backbone, recipe, "linear", **kwargs)

@@ -12,18 +12,21 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
+from rich.console import Console
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dinomed.data.records import ImageDataset
+from dinomed.engine import progress_bar
+from dinomed.files import atomic_write
 
 Transform = Callable[..., Any]  # build_eval_transform's callable: image (H, W, C) -> {"image": (C, S, S), ...}
 DEFAULT_CACHE = Path.home() / ".cache" / "dinomed" / "features"
@@ -92,13 +95,14 @@ def extract_features(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     num_workers: int = 0,
+    console: Console | None = None,
 ) -> Features:
     """Run the frozen backbone (eval mode) over ``dataset`` once, with a progress bar."""
     backbone = backbone.eval().to(device)
     loader = DataLoader(_EvalImages(dataset, transform), batch_size=batch_size, num_workers=num_workers)
     cls, means, labels = [], [], []
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"features of {len(dataset)} images", total=len(dataset))
+    with progress_bar(f"features of {len(dataset)} images", console, transient=True) as progress:
+        task = progress.add_task("features", total=len(dataset))
         for images, batch_labels in loader:
             token, patches = vit_tokens(backbone, images.to(device))
             cls.append(token.float().cpu())
@@ -131,9 +135,25 @@ def dataset_digest(dataset: ImageDataset) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def cache_key(backbone: nn.Module, dataset: ImageDataset, transform_id: str) -> str:
-    """Cache file stem: hash of the backbone weights, the dataset records and the transform description."""
-    parts = f"{module_digest(backbone)}|{dataset_digest(dataset)}|{transform_id}"
+def transform_key(transform: Transform) -> str | None:
+    """What identifies a transform's output: its ``cache_id`` when it declares one (the eval transform does),
+    else a hash of its pickled state; ``None`` for a transform that cannot be pickled (a lambda or closure),
+    whose features are then never cached, since nothing tells two such transforms apart."""
+    declared = getattr(transform, "cache_id", None)
+    if declared:
+        return str(declared)
+    try:
+        return "pickle:" + hashlib.sha256(pickle.dumps(transform)).hexdigest()
+    except Exception:  # noqa: BLE001 - any pickling failure means "no stable identity"
+        return None
+
+
+def cache_key(backbone: nn.Module, dataset: ImageDataset, transform: Transform) -> str | None:
+    """Cache file stem: hash of the backbone weights, the dataset records and the transform (``None``: uncachable)."""
+    made_by = transform_key(transform)
+    if made_by is None:
+        return None
+    parts = f"{module_digest(backbone)}|{dataset_digest(dataset)}|{made_by}"
     return hashlib.sha256(parts.encode()).hexdigest()[:32]
 
 
@@ -145,25 +165,28 @@ def cached_features(
     backbone: nn.Module,
     dataset: ImageDataset,
     transform: Transform,
-    transform_id: str,
     *,
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     num_workers: int = 0,
-) -> tuple[Features, Path, bool]:
-    """Features from the cache, or extracted and stored; returns ``(features, cache file, was_cached)``."""
+    console: Console | None = None,
+) -> tuple[Features, Path | None, bool]:
+    """Features from the cache, or extracted and stored; returns ``(features, cache file, was_cached)``.
+
+    The cache file is ``None`` when the transform has no stable identity (see :func:`transform_key`).
+    """
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"{cache_key(backbone, dataset, transform_id)}.safetensors"
-    if path.is_file():
+    key = cache_key(backbone, dataset, transform)
+    path = folder / f"{key}.safetensors" if key is not None else None
+    if path is not None and path.is_file():
         stored = load_file(str(path))
         return Features(stored["cls"], stored["patch_mean"], stored["labels"]), path, True
     feats = extract_features(
-        backbone, dataset, transform, batch_size=batch_size, device=device, num_workers=num_workers
+        backbone, dataset, transform, batch_size=batch_size, device=device, num_workers=num_workers, console=console
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tensors = {"cls": feats.cls.contiguous(), "patch_mean": feats.patch_mean.contiguous(), "labels": feats.labels}
-    save_file(tensors, str(tmp), metadata={"transform": transform_id, "count": str(len(dataset))})
-    tmp.replace(path)
+    if path is not None:
+        tensors = {"cls": feats.cls.contiguous(), "patch_mean": feats.patch_mean.contiguous(), "labels": feats.labels}
+        meta = {"transform": str(transform_key(transform)), "count": str(len(dataset))}
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return feats, path, False

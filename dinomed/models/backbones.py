@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -14,6 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from timm.layers import resample_abs_pos_embed
 from torch import nn
+
+from dinomed.files import atomic_write
 
 BACKBONE_WEIGHTS = "backbone.safetensors"
 BACKBONE_SPEC = "backbone.json"
@@ -70,16 +73,13 @@ def save_backbone(model: nn.Module, spec: BackboneSpec, folder: str | Path) -> P
     """Write ``backbone.safetensors`` + ``backbone.json`` into ``folder``; returns the weights path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / BACKBONE_WEIGHTS
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = weights.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(weights)
-    (folder / BACKBONE_SPEC).write_text(spec.to_json(), encoding="utf-8")
+    weights = atomic_write(folder / BACKBONE_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    atomic_write(folder / BACKBONE_SPEC, spec.to_json())
     return weights
 
 
-def _locate(path: Path) -> tuple[Path, Path]:
+def locate_export(path: Path) -> tuple[Path, Path]:
     """Find (weights, spec) from a weights file, an export folder or a run directory."""
     candidates = [path] if path.is_file() else [path / BACKBONE_WEIGHTS, path / "export" / BACKBONE_WEIGHTS]
     for weights in candidates:
@@ -95,7 +95,7 @@ def _locate(path: Path) -> tuple[Path, Path]:
 
 def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Load a backbone exported by dinomed (weights file, export folder or run dir) as a plain timm model."""
-    weights, spec_path = _locate(Path(path))
+    weights, spec_path = locate_export(Path(path))
     spec = BackboneSpec.from_json(spec_path)
     model = timm.create_model(spec.arch, pretrained=False, **spec.kwargs)
     state = load_file(str(weights), device=str(map_location))
@@ -118,9 +118,11 @@ _DROPPED = re.compile(r"^(mask_token|head\.|fc_norm\.|pre_logits\.|dino_head\.|i
 _SIZE_BY_WIDTH = {192: "tiny", 384: "small", 768: "base", 1024: "large", 1536: "giant2"}
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file (safetensors, or a torch file read with ``weights_only=True``).
+def read_checkpoint(path: str | Path) -> Any:
+    """What a checkpoint file holds (safetensors, or a torch file read with ``weights_only=True``).
 
+    The official DINO training checkpoints also store their ``argparse`` arguments; ``argparse.Namespace`` is the
+    one class allowed besides tensors and containers (a plain attribute bag, it runs no code when unpickled).
     Raises ``ValueError`` naming the file when it is not a checkpoint.
     """
     path = Path(path)
@@ -129,16 +131,21 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any parse failure means "not a checkpoint"
         raise ValueError(
             f"{path}: not a readable checkpoint ({type(err).__name__}: {err}); expected safetensors or a "
             f"torch state dict ({', '.join(CHECKPOINT_SUFFIXES)})"
         ) from None
-    return _unwrap(state, path)
 
 
-def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, unwrapped from the training wrappers (the teacher first)."""
+    return unwrap_state(read_checkpoint(path), Path(path))
+
+
+def unwrap_state(state: Any, path: Path) -> dict[str, torch.Tensor]:
     """Descend through ``teacher``/``model``/``state_dict`` wrappers to the dict of tensors."""
     while isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
         inner = next((state[k] for k in _WRAPPERS if isinstance(state.get(k), dict)), None)
@@ -151,32 +158,37 @@ def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def to_timm_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename DINO / DINOv2 / dinomed checkpoint keys to timm ViT names.
+def timm_key(key: str) -> str | None:
+    """The timm ViT name of one DINO / DINOv2 / dinomed checkpoint key, or ``None`` for keys a backbone does not
+    have (heads, the iBOT ``mask_token``).
 
-    Strips ``module.``/``backbone.`` prefixes (DDP and the DINO ``MultiCropWrapper``), flattens DINOv2's
-    chunked blocks (``blocks.0.3.`` -> ``blocks.3.``), renames DINOv2 ``register_tokens`` (moving the CLS
-    position embedding into the CLS token, as timm's ``no_embed_class`` models expect) and drops heads and
-    the iBOT ``mask_token``. DINOv2's ``blocks.N.ls1.gamma`` already matches timm's layer-scale names.
+    Strips ``module.``/``backbone.``/``encoder.`` prefixes (DDP and the DINO ``MultiCropWrapper``), flattens DINOv2's
+    chunked blocks (``blocks.0.3.`` -> ``blocks.3.``) and renames DINOv2's ``register_tokens``. DINOv2's
+    ``blocks.N.ls1.gamma`` already matches timm's layer-scale names.
+    """
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    if _DROPPED.match(key):
+        return None
+    key = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", key) if re.match(r"^blocks\.\d+\.\d+\.", key) else key
+    return "reg_token" if key == "register_tokens" else key
+
+
+def to_timm_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's backbone tensors under timm ViT names (:func:`timm_key`).
+
+    Next to a ``backbone.`` sub-dict, everything else (DINO heads) is left out. DINOv2 models with registers
+    add the first position embedding to CLS; timm's register models carry no position embedding for prefix
+    tokens, so it is folded into the CLS token (as timm's converter does).
     """
     if any(k.startswith("backbone.") or k.startswith("module.backbone.") for k in state):
         state = {k: v for k, v in state.items() if "backbone." in k}  # drop DINO heads next to the backbone
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        if _DROPPED.match(key):
-            continue
-        key = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", key) if re.match(r"^blocks\.\d+\.\d+\.", key) else key
-        key = "reg_token" if key == "register_tokens" else key
-        out[key] = value
+    out = {name: value for name, value in ((timm_key(k), v) for k, v in state.items()) if name is not None}
     if "reg_token" in out and "pos_embed" in out and "cls_token" in out:
-        # DINOv2 with registers adds the first position embedding to CLS; timm's reg models carry no
-        # position embedding for prefix tokens, so fold it into the CLS token (as timm's converter does).
         out["cls_token"] = out["cls_token"] + out["pos_embed"][:, :1]
         out["pos_embed"] = out["pos_embed"][:, 1:]
     return out
@@ -208,10 +220,11 @@ def _adapt_in_chans(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     raise ValueError(f"cannot adapt a {have}-channel patch embedding to {in_chans} channels")
 
 
-def fit_to_model(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> dict[str, torch.Tensor]:
-    """Adapt input channels and position-embedding grid to ``model``, then check every key and shape.
+def fit_to_model(state: dict[str, torch.Tensor], model: nn.Module, source: str, *, arch: str,
+                 hint: str = "pass the matching --arch") -> dict[str, torch.Tensor]:
+    """Adapt input channels and position-embedding grid to ``model`` (timm ``arch``), then check every key and shape.
 
-    Raises ``ValueError`` naming ``source`` and the keys that are missing, unexpected or of another shape.
+    Raises ``ValueError`` naming ``source``, the keys that are missing, unexpected or of another shape, and ``hint``.
     """
     state = dict(state)
     target = model.state_dict()
@@ -230,12 +243,11 @@ def fit_to_model(state: dict[str, torch.Tensor], model: nn.Module, source: str) 
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
               for k in sorted(set(state) & set(target)) if state[k].shape != target[k].shape]
     if missing or unexpected or shapes:
-        arch = getattr(getattr(model, "dinomed_spec", None), "arch", type(model).__name__)
         parts = [f"missing {missing[:6]}{' ...' if len(missing) > 6 else ''}" if missing else "",
                  f"unexpected {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}" if unexpected else "",
                  f"shape mismatch {shapes[:4]}" if shapes else ""]
-        raise ValueError(f"{source}: weights do not fit architecture '{arch}' "
-                         f"({'; '.join(p for p in parts if p)}); pass the matching --arch")
+        raise ValueError(f"{source}: weights do not fit architecture '{arch}' ({'; '.join(p for p in parts if p)}); "
+                         f"{hint}")
     return state
 
 
@@ -262,7 +274,7 @@ def resolve_backbone(
                                 f"export folder or a checkpoint file {', '.join(CHECKPOINT_SUFFIXES)})")
     spec_arch, extra = arch, {}
     if path.is_dir() or path.with_name(BACKBONE_SPEC).is_file():
-        weights, spec_path = _locate(path)
+        weights, spec_path = locate_export(path)
         stored = BackboneSpec.from_json(spec_path)
         spec_arch = arch or stored.arch
         extra = {k: v for k, v in stored.kwargs.items() if k not in ("in_chans", "img_size", "num_classes")}
@@ -275,6 +287,6 @@ def resolve_backbone(
         spec = BackboneSpec(spec_arch, {**spec.kwargs, **extra})
         model = timm.create_model(spec_arch, pretrained=False, **spec.kwargs)
     model.dinomed_spec = spec  # type: ignore[attr-defined]
-    model.load_state_dict(fit_to_model(state, model, str(weights)))
+    model.load_state_dict(fit_to_model(state, model, str(weights), arch=spec_arch))
     spec.meta["source"] = str(weights)
     return model, spec

@@ -18,4 +18,8 @@ class ModelConfig:
     bottleneck_dim: int = option(256, "DINO head bottleneck before the weight-normalised layer", min=1)
     norm_last_layer: bool = option(True, "fix the weight-norm gain of the last layer to 1 (stabilises ViT-S)")
     use_bn_in_head: bool = option(False, "BatchNorm in the head MLP")
-    init: str | None = option(None, "local weights file to start the backbone from (no downloads)")
+    init: str | None = option(
+        None, "continued pretraining: start student and teacher from these local weights (a dinomed run or export, "
+        "a timm checkpoint, an official DINO *_pretrain.pth or full checkpoint, a DINOv2 file); the architecture "
+        "comes from the weights. Sets the continued-run defaults of train.freeze_backbone_epochs, optim.layer_decay "
+        "and dino.warmup_teacher_temp_epochs")

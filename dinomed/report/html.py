@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from dinomed.engine import CONFIG_FILE, METRICS_FILE, read_metrics
+from dinomed.files import atomic_write
 from dinomed.report.plots import collapse_figure, to_png, training_figure, verdict_line
-from dinomed.runs import CONFIG_FILE, METRICS_FILE, read_metrics
 
 REPORT_FILE = "report.html"
 SECTIONS = ("summary", "config", "training", "collapse", "evaluation", "attention", "pca", "finetune")
@@ -204,18 +207,20 @@ class _Pictures:
         if self._loaded is None:
             if not (self.run_dir / "export" / "backbone.safetensors").is_file():
                 raise _Missing(f"no exported backbone in {self.run_dir / 'export'} (the run has not finished)")
-            from dinomed.eval.visualize import prepare_inputs
+            from dinomed.recipe import load_recipe
+            from dinomed.report.visuals import prepare_inputs
 
+            recipe = load_recipe(self.run_dir / CONFIG_FILE)
             try:
-                self._loaded = prepare_inputs(self.run_dir, None, None, (), False)
+                self._loaded = (recipe, *prepare_inputs(recipe, self.run_dir, None))
             except FileNotFoundError as err:  # the recipe's data lives on another machine
                 raise _Missing(f"cannot read the run's images: {err}") from None
         return self._loaded
 
     def attention(self) -> str:
-        from dinomed.eval.visualize import attention_pngs
+        from dinomed.report.visuals import attention_pngs
 
-        model, label, recipe, dataset, transform = self._load()
+        recipe, model, label, dataset, transform = self._load()
         pngs, summary = attention_pngs(model, dataset, transform, recipe.modality, keep=recipe.eval.attention_keep,
                                        count=self.samples, label=label)
         text = ""
@@ -226,14 +231,15 @@ class _Pictures:
         return text + "".join(png_img(p, f"attention {i}") for i, p in enumerate(pngs))
 
     def pca(self) -> str:
-        from dinomed.eval.visualize import pca_png
+        from dinomed.report.visuals import pca_png
 
-        model, label, recipe, dataset, transform = self._load()
+        recipe, model, label, dataset, transform = self._load()
         return png_img(pca_png(model, dataset, transform, recipe.modality, count=self.samples, label=label), "PCA")
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None, *, samples: int = 4) -> Report:
-    """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``)."""
+def write_report(run_dir: str | Path, out: str | Path | None = None, *, samples: int = 4,
+                 console: Console | None = None) -> Report:
+    """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``) and say what is missing."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise NotADirectoryError(f"{run_dir}: not a run directory")
@@ -253,7 +259,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, samples:
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<p>{html.escape(str(run_dir.resolve()))}</p>{_overview(run_dir)}{missing_html}{''.join(builder.parts)}</body></html>")
-    path = Path(out) if out is not None else run_dir / REPORT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    path = atomic_write(Path(out) if out is not None else run_dir / REPORT_FILE, page)
+    console = console or Console()
+    console.print(f"Wrote {path}")
+    for key, why in builder.missing.items():
+        console.print(f"  missing {key}: {why}")
     return Report(path, builder.present, builder.missing)

@@ -105,10 +105,12 @@ def _diagnose(stats: Mapping[str, float]) -> tuple[str, str]:
 
 
 def collapse_verdict(records: Sequence[Mapping[str, float]]) -> tuple[str, str]:
-    """("healthy" | "uniform collapse" | "one-dimension collapse", explanation) from the mean of the last records."""
-    if not records:
-        raise ValueError("collapse_verdict: no records (metrics.jsonl is empty)")
-    last = records[-VERDICT_WINDOW:]
+    """("healthy" | "uniform collapse" | "one-dimension collapse", explanation) from the mean of the last training
+    records (the step-0 probe record carries no training statistics and is skipped)."""
+    training = [r for r in records if "teacher_entropy" in r]
+    if not training:
+        raise ValueError("collapse_verdict: no records with collapse statistics (metrics.jsonl holds none)")
+    last = training[-VERDICT_WINDOW:]
     for record in last:
         _require_keys(record)
     mean = {k: sum(float(r[k]) for r in last) / len(last) for k in RECORD_KEYS}

@@ -1,10 +1,10 @@
-"""DINO pretraining loop: data -> multi-crop -> student/teacher -> loss -> step, EMA, schedules, monitor.
+"""DINO pretraining loop: data -> multi-crop -> student/teacher -> loss -> engine step, EMA, schedules, monitor.
 
 Everything a run needs to continue lives in its checkpoint (student, teacher, optimizer, loss centre, grad
 scaler, step, RNG state); schedules are pure functions of the resolved config and the data order is a pure
 function of (seed, epoch), so a resumed run follows exactly the path an uninterrupted one would have.
-Multi-process (torchrun) is prepared for: the sampler shards by rank, the loss centre is all-reduced inside
-:class:`~dinomed.ssl.dino.DINOLoss`, and only rank 0 writes files.
+Device, precision, processes and checkpoint writing come from :class:`~dinomed.engine.Engine`; under torchrun
+the student is wrapped in DDP, each process reads its own shard of every epoch and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -12,124 +12,45 @@ from __future__ import annotations
 import math
 import signal
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import timm
 import torch
-import torch.distributed as dist
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch import nn
 from torch.utils.data import DataLoader
 
-from dinomed.augment.multicrop import MultiCropDataset, build_multicrop
-from dinomed.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dinomed.augment.backend import worker_init
+from dinomed.augment.multicrop import MultiCropDataset, build_eval_transform, build_multicrop
 from dinomed.data.datasets import build_dataset
 from dinomed.data.sampler import EpochSampler
+from dinomed.engine import METRICS_FILE, Engine, MetricsLog, StopRequest, TrainingDiverged, progress_bar, read_metrics
 from dinomed.models.backbones import BackboneSpec, save_backbone
-from dinomed.recipe import Recipe, load_recipe
-from dinomed.runs import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    MetricsLog,
-    default_run_name,
-    new_run_dir,
-    read_metrics,
-    write_json,
-)
+from dinomed.recipe import Recipe
+from dinomed.seeding import rng_state, set_rng_state
 from dinomed.ssl.dino import DINOLoss
 from dinomed.ssl.ema import update_teacher
 from dinomed.ssl.koleo import KoLeoLoss
-from dinomed.ssl.monitor import collapse_stats, collapse_verdict, is_collapsing
+from dinomed.ssl.monitor import collapse_stats, is_collapsing
 from dinomed.ssl.networks import build_student_teacher
 from dinomed.ssl.optim import adamw, cancel_last_layer_gradients, clip_gradients, param_groups
+from dinomed.ssl.probes import NOT_LEARNING, Probes, ProbeSet, is_forgetting, probe_indices, quality_line, quality_verdict
 from dinomed.ssl.schedules import Schedules, build_schedules
 
 CHECKPOINT = "checkpoints/last.pt"
-SUMMARY_FILE = "summary.json"
-# Keys that may change when resuming: they do not alter the optimisation path.
-RESUME_OVERRIDABLE = ("train.device", "train.num_threads", "data.num_workers", "train.amp", "train.max_steps")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf; the last good checkpoint is kept untouched."""
-
-
-@dataclass
-class PretrainResult:
-    """What :func:`pretrain` returns: where the run lives, its final metrics and the teacher backbone."""
-
-    run_dir: Path
-    metrics: dict[str, Any]
-    backbone: nn.Module
-    backbone_path: Path
-    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present (our users train on one GPU), else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device is '{name}' but CUDA is not available; use 'auto' or 'cpu'")
-    return device
-
-
-def _dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _worker_init(_: int) -> None:
-    """Loader workers do the augmentation; one thread each avoids oversubscribing small machines."""
-    import cv2
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
-class _StopRequest:
-    """First Ctrl-C / SIGTERM asks the loop to save and stop after the current step; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    @contextmanager
-    def installed(self) -> Iterator["_StopRequest"]:
-        try:
-            previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        except ValueError:  # not the main thread (e.g. a notebook worker): no handlers, Ctrl-C raises as usual
-            yield self
-            return
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+DIVERGED_HINT = "Try a lower optim.lr, a lower optim.clip_grad or a longer optim.warmup_epochs."
 
 
 class DINOTrainer:
-    """Owns one pretraining run: build from a resolved recipe (new run) or from a run dir (resume)."""
+    """Owns one pretraining run: build from a resolved recipe and its run directory, then :meth:`fit`."""
 
     def __init__(self, recipe: Recipe, run_dir: Path, *, console: Console | None = None) -> None:
         self.recipe, self.run_dir = recipe, run_dir
-        self.console = console or Console()
-        self.rank, self.world = _dist_info()
         train = recipe.train
-        if train.num_threads:
-            torch.set_num_threads(train.num_threads)
-        self.device = resolve_device(train.device)
-        self.amp = train.amp and self.device.type == "cuda"
-        torch.manual_seed(train.seed)
+        self.engine = Engine(device=train.device, precision=train.precision, num_threads=train.num_threads,
+                             seed=train.seed, console=console)
+        self.console, self.world = self.engine.console, self.engine.process.world_size
 
         self.dataset = build_dataset(recipe.data, recipe.modality)
         if recipe.data.uses_phantom:
@@ -156,8 +77,8 @@ class DINOTrainer:
             recipe.model, in_chans=recipe.data.channels, img_size=recipe.augment.global_size
         )
         self.spec = BackboneSpec(spec.arch, spec.kwargs, {"recipe": recipe.name, "modality": recipe.modality})
-        self.student.to(self.device)
-        self.teacher.to(self.device)
+        self.student_step = self.engine.wrap(self.student)  # DDP-wrapped under torchrun: averages gradients
+        self.teacher.to(self.engine.device)
         self.loss_fn = DINOLoss(
             out_dim=recipe.model.out_dim,
             warmup_teacher_temp=recipe.dino.warmup_teacher_temp,
@@ -165,101 +86,133 @@ class DINOTrainer:
             warmup_teacher_temp_epochs=recipe.dino.warmup_teacher_temp_epochs,
             student_temp=recipe.dino.student_temp,
             center_momentum=recipe.dino.center_momentum,
-        ).to(self.device)
+        ).to(self.engine.device)
         self.koleo = KoLeoLoss() if recipe.dino.koleo_weight > 0 else None
-        self.optimizer = adamw(param_groups(self.student), self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        groups = param_groups(self.student, layer_decay=recipe.optim.layer_decay)
+        self.optimization = self.engine.optimization(adamw(groups, self.engine.device))
         self.step = 0
 
-        self.sampler = EpochSampler(len(self.dataset), seed=train.seed, rank=self.rank, world=self.world)
+        self.probes = self._probes() if train.probe_every and self.engine.is_main else None
+        self.hopeless = False  # set when train.stop_when_not_learning and the probes say the run is not learning
+
+        process = self.engine.process
+        self.sampler = EpochSampler(len(self.dataset), seed=train.seed, rank=process.rank, world=self.world)
         workers = recipe.data.num_workers
-        self.loader = DataLoader(
-            self.crops,
-            batch_size=train.batch_size,
-            sampler=self.sampler,
-            num_workers=workers,
-            worker_init_fn=_worker_init if workers else None,
-            persistent_workers=False,
-            pin_memory=self.device.type == "cuda",
-            drop_last=True,
-        )
+        self.loader = DataLoader(self.crops, batch_size=train.batch_size, sampler=self.sampler, drop_last=True,
+                                 worker_init_fn=worker_init if workers else None,
+                                 **self.engine.loader_options(workers))
+
+    def _probes(self) -> Probes:
+        recipe = self.recipe
+        transform = build_eval_transform(recipe.modality, recipe.augment.global_size, recipe.data.channels)
+        indices = probe_indices(self.dataset, recipe.train.probe_images, recipe.train.seed)
+        return Probes(ProbeSet.from_dataset(self.dataset, indices, transform),
+                      num_classes=len(self.dataset.class_names or []))
+
+    def calibrate_probes(self) -> None:
+        """The probes' reference values at step 0 (main process): a random-init backbone of the architecture,
+        built without touching the run's random state, and in a continued run the init's own features."""
+        if self.probes is None:
+            return
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.recipe.train.seed)
+            random_init = timm.create_model(self.spec.arch, pretrained=False, **self.spec.kwargs)
+        self.probes.reference = self.probes.measure(random_init.to(self.engine.device), suffix="_random")
+        if self.recipe.model.init is not None:
+            self.probes.init_features = self.probes.features(self.teacher.backbone)
+
+    @property
+    def settled_step(self) -> int:
+        """The step after which the probes judge the run: the end of the lr warm-up and of any backbone freeze."""
+        warmup = int(round(self.recipe.optim.warmup_epochs * self.steps_per_epoch))
+        return max(warmup, self.recipe.train.freeze_backbone_epochs * self.steps_per_epoch)
+
+    def probe_due(self) -> bool:
+        """Whether a probe belongs to the record written at this step: a multiple of ``train.probe_every`` was
+        passed since the previous record (a pure function of the step, so a resumed run probes the same steps)."""
+        every, log_every = self.recipe.train.probe_every, self.recipe.train.log_every
+        previous = ((self.step - 1) // log_every) * log_every
+        return self.probes is not None and (self.step // every > previous // every or self.step == self.last_step)
 
     # ----------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         return {
             "student": self.student.state_dict(),
             "teacher": self.teacher.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            **self.optimization.state_dict(),
             "loss": self.loss_fn.state_dict(),
-            "scaler": self.scaler.state_dict(),
             "step": self.step,
+            "world_size": self.world,
             "rng": rng_state(),
+            **({"probes": self.probes.state_dict()} if self.probes is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world:
+            raise ValueError(
+                f"{self.run_dir / CHECKPOINT}: the run was trained with {saved_world} process(es) but is resumed with "
+                f"{self.world}; resume with `torchrun --nproc_per_node {saved_world}` (the global batch, and so the "
+                "data order and schedules, depend on the number of processes)"
+            )
         self.student.load_state_dict(state["student"])
         self.teacher.load_state_dict(state["teacher"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimization.load_state_dict(state)
         self.loss_fn.load_state_dict(state["loss"])
-        self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         set_rng_state(state["rng"])
+        if self.probes is not None:
+            if "probes" in state:
+                self.probes.load_state_dict(state["probes"])
+            else:  # a checkpoint from before probes existed: measure the random-init reference now
+                self.calibrate_probes()
 
-    def save(self) -> Path | None:
-        if self.rank != 0:
-            return None
-        return save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT)
+    def save(self) -> Path:
+        return self.engine.save(self.state_dict(), self.run_dir / CHECKPOINT)
 
     # ------------------------------------------------------------------------------------------ step
     def _set_hyperparameters(self, step: int) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = float(self.schedules.lr[step])
-            group["weight_decay"] = float(self.schedules.wd[step]) if group.get("regularized", True) else 0.0
+        """Scheduled lr (x each group's layer-decay scale; 0 for the backbone while it is frozen) and weight decay."""
+        frozen = step // self.steps_per_epoch < self.recipe.train.freeze_backbone_epochs
+        lr = float(self.schedules.lr[step])
+        for group in self.optimization.param_groups:
+            group["lr"] = 0.0 if frozen and group["backbone"] else lr * group["lr_scale"]
+            group["weight_decay"] = float(self.schedules.wd[step]) if group["regularized"] else 0.0
 
     def train_step(self, crops: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         """One optimisation step at ``self.step``; returns the loss and what the monitor needs."""
         step, n_global = self.step, self.recipe.augment.global_crops
         epoch = step // self.steps_per_epoch
         self._set_hyperparameters(step)
-        crops = [c.to(self.device, non_blocking=True) for c in crops]
+        crops = [c.to(self.engine.device, non_blocking=True) for c in crops]
         teacher_temp = float(self.schedules.teacher_temp[step])
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
-        with autocast:
+        with self.engine.autocast():
             with torch.no_grad():
                 teacher_out, teacher_cls = self.teacher(crops[:n_global])
-            student_out, student_cls = self.student(crops)
-            center = self.loss_fn.center.clone()
-            loss = self.loss_fn(teacher_out, student_out, teacher_temp=teacher_temp)
-            if self.koleo is not None:
-                koleo = sum(self.koleo(cls) for cls in student_cls[:n_global])  # DINOv2: summed over global crops
-                loss = loss + self.recipe.dino.koleo_weight * koleo
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss is {loss.item()} at step {step}")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.recipe.optim.clip_grad > 0:
-            self.scaler.unscale_(self.optimizer)
-            clip_gradients(self.student, self.recipe.optim.clip_grad)
-        cancel_last_layer_gradients(self.student.head, epoch, self.recipe.dino.freeze_last_layer)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+            student_out, student_cls = self.student_step(crops)
+        # the loss, centre and softmaxes stay in fp32 whatever the autocast dtype
+        teacher_out, student_out = [t.float() for t in teacher_out], [s.float() for s in student_out]
+        center = self.loss_fn.center.clone()
+        loss = self.loss_fn(teacher_out, student_out, teacher_temp=teacher_temp)
+        if self.koleo is not None:
+            koleo = sum(self.koleo(cls.float()) for cls in student_cls[:n_global])  # DINOv2: summed over globals
+            loss = loss + self.recipe.dino.koleo_weight * koleo
+        clip = self.recipe.optim.clip_grad
+        self.optimization.step(
+            loss, where=f"step {step}",
+            clip=(lambda: clip_gradients(self.student, clip)) if clip > 0 else None,
+            before_step=lambda: cancel_last_layer_gradients(self.student.head, epoch, self.recipe.dino.freeze_last_layer),
+        )
         update_teacher(self.student, self.teacher, float(self.schedules.momentum[step]))
         self.step += 1
         monitor = {"teacher_out": teacher_out, "student_out": student_out, "center": center,
                    "teacher_temp": teacher_temp, "teacher_cls": torch.cat(teacher_cls)}
         return loss.detach(), monitor
 
-    def _record(self, loss: float, monitor: dict[str, Any], img_per_s: float) -> dict[str, Any]:
+    def record(self, loss: float, monitor: dict[str, Any], img_per_s: float, data_wait: float) -> dict[str, Any]:
         step = self.step - 1
-        with torch.no_grad():
-            stats = collapse_stats(
-                [t.float() for t in monitor["teacher_out"]],
-                [s.float() for s in monitor["student_out"]],
-                monitor["center"].float(),
-                monitor["teacher_temp"],
-                self.recipe.dino.student_temp,
-                monitor["teacher_cls"].float(),
-            )
+        stats = collapse_stats(monitor["teacher_out"], monitor["student_out"], monitor["center"].float(),
+                               monitor["teacher_temp"], self.recipe.dino.student_temp, monitor["teacher_cls"].float())
         return {
             "step": self.step,
             "epoch": step // self.steps_per_epoch,
@@ -269,6 +222,7 @@ class DINOTrainer:
             "momentum": float(self.schedules.momentum[step]),
             "teacher_temp": float(self.schedules.teacher_temp[step]),
             "img_per_s": img_per_s,
+            "data_wait": data_wait,
             **stats,
             "log_k": math.log(self.recipe.model.out_dim),
             "embed_dim": int(monitor["teacher_cls"].shape[-1]),
@@ -276,148 +230,101 @@ class DINOTrainer:
         }
 
     # ------------------------------------------------------------------------------------------ loop
-    def fit(self) -> list[dict[str, Any]]:
-        """Train from ``self.step`` to the last step; checkpoints, logs, and stops cleanly on Ctrl-C."""
+    def fit(self) -> StopRequest:
+        """Train from ``self.step`` to the last step; checkpoints, logs, probes, and stops cleanly on Ctrl-C /
+        SIGTERM (or, with ``train.stop_when_not_learning``, when the probes say the run is not learning)."""
         train = self.recipe.train
-        log = MetricsLog(self.run_dir / METRICS_FILE, resume_step=self.step) if self.rank == 0 else None
-        history: list[dict[str, Any]] = []
+        log = self.engine.metrics_log(self.run_dir / METRICS_FILE, resume_step=self.step)
         self.student.train()
         self.teacher.train()
-        progress = Progress(
-            TextColumn("[bold]pretrain"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  m {task.fields[mom]:.4f}"),
-            TextColumn("{task.fields[ips]:.1f} img/s"),
-            TimeRemainingColumn(),
-            console=self.console,
-            disable=self.rank != 0,
-        )
-        warned = False
-        with _StopRequest().installed() as stop, progress:
-            task = progress.add_task("pretrain", total=self.last_step, completed=self.step,
-                                     loss=float("nan"), lr=0.0, mom=0.0, ips=0.0)
-            tick, images = time.perf_counter(), 0
+        if log and self.probes is not None and self.step == 0:  # where the run starts: init (or random) values
+            log.write({"step": 0, "epoch": 0, **self.probes.measure(self.teacher.backbone), "time": time.time()})
+        reporter = _Reporter(self, log)
+        with StopRequest().installed() as stop, reporter.progress:
             while self.step < self.last_step and not stop.requested:
                 epoch = self.step // self.steps_per_epoch
                 self.crops.set_epoch(epoch)
                 self.sampler.set_epoch(epoch, skip=(self.step - epoch * self.steps_per_epoch) * train.batch_size)
-                for crops in self.loader:
+                batches = iter(self.loader)
+                while True:
+                    crops = reporter.wait(batches)
+                    if crops is None:
+                        break
                     try:
                         loss, monitor = self.train_step(crops)
                     except TrainingDiverged as err:
-                        raise TrainingDiverged(self._diverged_message(str(err))) from None
-                    images += crops[0].shape[0] * self.world
-                    if self.step % train.log_every == 0 or self.step == self.last_step:
-                        now = time.perf_counter()
-                        record = self._record(loss.item(), monitor, images / max(now - tick, 1e-9))
-                        tick, images = now, 0
-                        history.append(record)
-                        if log:
-                            log.write(record)
-                        warning = is_collapsing(record)
-                        if warning and not warned:
-                            self.console.print(f"[bold yellow]warning:[/] {warning}")
-                            warned = True
-                        progress.update(task, loss=record["loss"], lr=record["lr"], mom=record["momentum"],
-                                        ips=record["img_per_s"])
-                    progress.update(task, completed=self.step)
+                        raise err.at(self.run_dir / CHECKPOINT, DIVERGED_HINT) from None
+                    reporter.stepped(crops[0].shape[0] * self.world, loss, monitor)
                     if self.step % train.checkpoint_every == 0:
                         self.save()
-                    if self.step >= self.last_step or stop.requested or self.step % self.steps_per_epoch == 0:
+                    stopping = self.engine.process.any_true(stop.requested or self.hopeless, self.engine.device)
+                    if self.step >= self.last_step or stopping or self.step % self.steps_per_epoch == 0:
+                        if stopping and not stop.requested and not self.hopeless:
+                            stop.signum = signal.SIGTERM  # another process was asked to stop: stop together
                         break
+                if self.hopeless:
+                    break
         self.save()
-        if stop.requested:
-            self.console.print(f"Interrupted at step {self.step}: checkpoint saved; continue with "
-                               f"`dinomed pretrain --resume {self.run_dir}`.")
-        return history
-
-    def _diverged_message(self, what: str) -> str:
-        ckpt = self.run_dir / CHECKPOINT
-        kept = f"last good checkpoint kept at {ckpt}" if ckpt.exists() else "no checkpoint had been written yet"
-        return (f"training diverged: {what}; {kept}. Try a lower optim.lr, a lower optim.clip_grad or a longer "
-                f"optim.warmup_epochs.")
+        self.engine.process.barrier()
+        return stop
 
     def export(self) -> Path:
-        """Teacher backbone (the better one in DINO) as safetensors + timm description."""
+        """Teacher backbone (the better one in DINO) as safetensors + timm description (main process only)."""
         spec = BackboneSpec(self.spec.arch, self.spec.kwargs, {**self.spec.meta, "step": self.step})
-        return save_backbone(self.teacher.backbone, spec, self.run_dir / "export")
+        folder = self.run_dir / "export"
+        if self.engine.is_main:
+            save_backbone(self.teacher.backbone, spec, folder)
+        self.engine.process.barrier()
+        return folder / "backbone.safetensors"
 
 
-def _start(recipe: Recipe, console: Console) -> DINOTrainer:
-    name = recipe.train.run_name or default_run_name(recipe.name)
-    run_dir = new_run_dir(recipe.train.output_dir, name)
-    (run_dir / CONFIG_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
-    console.print(f"Run directory: {run_dir}")
-    return DINOTrainer(recipe, run_dir, console=console)
+class _Reporter:
+    """What a pretraining loop shows and logs besides the step: progress bar, wall-clock throughput and the share
+    spent waiting for data, metrics records with the probes, collapse / forgetting warnings, the early stop."""
 
+    def __init__(self, trainer: DINOTrainer, log: MetricsLog | None) -> None:
+        self.trainer, self.log = trainer, log
+        self.progress = progress_bar("pretrain", trainer.console, disable=not trainer.engine.is_main, fields=(
+            "loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  m {task.fields[mom]:.4f}  "
+            "{task.fields[ips]:.1f} img/s  data wait {task.fields[wait]:.0%}  {task.fields[quality]}"))
+        self.task = self.progress.add_task("pretrain", total=trainer.last_step, completed=trainer.step,
+                                           loss=float("nan"), lr=0.0, mom=0.0, ips=0.0, wait=0.0, quality="")
+        self.tick, self.images, self.waited = time.perf_counter(), 0, 0.0
+        self.first_loss = next((r["loss"] for r in read_metrics(log.path) if "loss" in r), None) if log else None
+        self.warned: set[str] = set()
 
-def _resume(run_dir: Path, overrides: list[str], console: Console) -> DINOTrainer:
-    config = run_dir / CONFIG_FILE
-    if not config.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a pretrain run directory (no {CONFIG_FILE})")
-    for text in overrides:
-        key = text.split("=", 1)[0].strip()
-        if key not in RESUME_OVERRIDABLE:
-            raise ValueError(f"--set {text}: cannot change '{key}' when resuming (it would change the run); "
-                             f"allowed: {', '.join(RESUME_OVERRIDABLE)}")
-    recipe = load_recipe(config, overrides)
-    trainer = DINOTrainer(recipe, run_dir, console=console)
-    ckpt = run_dir / CHECKPOINT
-    if ckpt.is_file():
-        trainer.load_state_dict(load_checkpoint(ckpt, map_location=trainer.device))
-        console.print(f"Resuming {run_dir} at step {trainer.step} of {trainer.last_step}.")
-    else:
-        console.print(f"{run_dir} has no checkpoint yet: starting it from step 0.")
-    return trainer
+    def wait(self, batches: Iterator[Any]) -> Any:
+        """The next batch (``None`` at the end of the epoch), timing the wait."""
+        before = time.perf_counter()
+        batch = next(batches, None)
+        self.waited += time.perf_counter() - before
+        return batch
 
+    def stepped(self, images: int, loss: torch.Tensor, monitor: dict[str, Any]) -> None:
+        trainer, train = self.trainer, self.trainer.recipe.train
+        self.images += images
+        if trainer.step % train.log_every == 0 or trainer.step == trainer.last_step:
+            self._record(loss, monitor)
+        self.progress.update(self.task, completed=trainer.step)
 
-def pretrain(
-    recipe: str | Path | dict[str, Any] | Recipe | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    *,
-    quick: bool = False,
-    resume: str | Path | None = None,
-    console: Console | None = None,
-) -> PretrainResult:
-    """Run (or resume) DINO pretraining and export the teacher backbone.
-
-    Example:
-        >>> result = pretrain("oct", ["train.max_steps=20"], quick=True)
-        >>> result.backbone_path  # runs/oct-.../export/backbone.safetensors
-    """
-    console = console or Console()
-    if resume is not None:
-        trainer = _resume(Path(resume), list(overrides), console)
-    elif recipe is None:
-        raise ValueError("pretrain needs a recipe (name or YAML path) or resume=RUN_DIR")
-    else:
-        trainer = _start(load_recipe(recipe, list(overrides), quick=quick), console)
-    history = trainer.fit()
-    run_dir = trainer.run_dir
-    records = read_metrics(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else history
-    finished = trainer.step >= trainer.last_step
-    weights = trainer.export() if finished else run_dir / "export" / "backbone.safetensors"
-    verdict, why = collapse_verdict(records) if records else ("unknown", "no metrics recorded")
-    skipped = [{"path": str(path), "reason": reason} for path, reason in getattr(trainer.dataset, "skipped", [])]
-    if skipped:  # data.on_error: skip — say what was left out, never silently
-        console.print(f"[yellow]Skipped {len(skipped)} unreadable file(s)[/] (data.on_error: skip; listed in "
-                      f"{run_dir / SUMMARY_FILE}):")
-        for item in skipped[:20]:
-            console.print(f"  {item['path']}: {item['reason']}", highlight=False)
-    metrics = {
-        "step": trainer.step,
-        "last_step": trainer.last_step,
-        "finished": finished,
-        "loss": records[-1]["loss"] if records else None,
-        "img_per_s": records[-1]["img_per_s"] if records else None,
-        "verdict": verdict,
-        "verdict_detail": why,
-        "backbone": str(weights) if finished else None,
-        "skipped": skipped,
-    }
-    write_json(run_dir / SUMMARY_FILE, metrics)
-    if finished:
-        console.print(f"Collapse check: [bold]{verdict}[/] — {why}")
-        console.print(f"Exported teacher backbone: {weights}")
-    return PretrainResult(run_dir, metrics, trainer.teacher.backbone, weights, records)
+    def _record(self, loss: torch.Tensor, monitor: dict[str, Any]) -> None:
+        trainer = self.trainer
+        elapsed = max(time.perf_counter() - self.tick, 1e-9)
+        record = trainer.record(loss.item(), monitor, self.images / elapsed, self.waited / elapsed)
+        self.tick, self.images, self.waited = time.perf_counter(), 0, 0.0
+        if trainer.probe_due():
+            record.update(trainer.probes.measure(trainer.teacher.backbone))
+            self.progress.update(self.task, quality=quality_line(record))
+            verdict, evidence = quality_verdict([record], after_step=trainer.settled_step)
+            if trainer.recipe.train.stop_when_not_learning and verdict == NOT_LEARNING:
+                trainer.console.print(f"[bold yellow]Stopping early (train.stop_when_not_learning):[/] {evidence}")
+                trainer.hopeless = True
+        if self.log:
+            self.log.write(record)
+        self.first_loss = record["loss"] if self.first_loss is None else self.first_loss
+        for kind, warning in (("collapse", is_collapsing(record)), ("forgetting", is_forgetting(record, self.first_loss))):
+            if warning and kind not in self.warned:
+                trainer.console.print(f"[bold yellow]warning:[/] {warning}")
+                self.warned.add(kind)
+        self.progress.update(self.task, loss=record["loss"], lr=record["lr"], mom=record["momentum"],
+                             ips=record["img_per_s"], wait=record["data_wait"])

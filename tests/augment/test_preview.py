@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from dinomed.augment.multicrop import build_multicrop
-from dinomed.augment.preview import data_overrides, save_preview
+from dinomed.augment.preview import data_settings, save_preview
 from tests.augment.conftest import TinyDataset, small_config
 
 
@@ -22,13 +22,13 @@ def test_save_preview_writes_a_png_grid(tmp_path: Path, modality: str, channels:
         assert png.format == "PNG" and png.width > png.height  # 2 rows x (original + 4 crops)
 
 
-def test_data_overrides_pick_manifest_or_folder(tmp_path: Path) -> None:
+def test_data_settings_pick_manifest_or_folder(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("image\n")
-    assert data_overrides(manifest) == ["data.source=manifest", f"data.manifest={manifest}"]
-    assert data_overrides(tmp_path) == ["data.source=folder", f"data.root={tmp_path}"]
+    assert data_settings(manifest) == {"data.source": "manifest", "data.manifest": str(manifest)}
+    assert data_settings(tmp_path) == {"data.source": "folder", "data.root": str(tmp_path)}
     with pytest.raises(FileNotFoundError, match="--data .*missing: expected an image folder or a .csv/.json manifest"):
-        data_overrides(tmp_path / "missing")
+        data_settings(tmp_path / "missing")
 
 
 def test_cli_augment_preview(tmp_path: Path) -> None:

@@ -100,3 +100,14 @@ def test_cli_list_show_prepare(tmp_path: Path) -> None:
                                    "--out", str(tmp_path / "out")])
     assert prepared.exit_code == 0, prepared.output
     assert "4 images, 2 video groups" in prepared.stdout
+
+
+def test_a_byte_order_mark_is_read_as_training_reads_it(tmp_path: Path) -> None:
+    """Excel writes CSV with a byte-order mark; check once saw a column '\\ufeffimage' where training saw 'image'."""
+    for i in range(4):
+        _smooth(tmp_path / f"{i}.png", i)
+    path = _manifest(tmp_path, [{"image": f"{i}.png", "label": "ab"[i % 2], "group": f"p{i // 2}",
+                                 "split": ["train", "test"][i // 2]} for i in range(4)])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    report = check_manifest(path, progress=False)
+    assert report.ok and report.images == 4 and report.groups["groups"] == 2

@@ -194,6 +194,6 @@ def test_recipe_names_a_prepared_dataset(tmp_path: Path, isolated_home: Path) ->
     card = load_card("llvip")
     card.layouts[0].count = None
     result = prepare(card, tmp_path / "src", progress=False)
-    recipe = load_recipe("thermal", ["data.source=manifest", "data.manifest=llvip"])
+    recipe = load_recipe("thermal", overrides=["data.source=manifest", "data.manifest=llvip"])
     dataset = build_dataset(recipe.data, recipe.modality)
     assert len(dataset) == len(_rows(result.manifest)) > 0

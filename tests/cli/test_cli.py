@@ -14,19 +14,19 @@ from dinomed.cli import main
 
 def test_unknown_override_key_is_one_line_error(run_cli) -> None:
     code, _, err = run_cli(["pretrain", "--recipe", "recipes/oct.yaml", "--set", "bogus.key=1"])
-    assert code == 2
+    assert code == 1
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "bogus" in lines[0] and "unknown key" in lines[0]
 
 
 def test_typo_gets_a_suggestion(run_cli) -> None:
     code, _, err = run_cli(["pretrain", "--recipe", "oct", "--set", "optim.lrr=1"])
-    assert code == 2 and "did you mean 'optim.lr'" in err
+    assert code == 1 and "did you mean 'optim.lr'" in err
 
 
 def test_pretrain_needs_recipe_or_resume(run_cli) -> None:
     code, _, err = run_cli(["pretrain"])
-    assert code == 2 and "--recipe" in err
+    assert code == 1 and "--recipe" in err
 
 
 def test_recipes_lists_and_shows(capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,7 +32,7 @@ def test_eval_linear_and_unknown_key(tmp_path: Path, run_cli) -> None:
     assert code == 0, err
     assert "best_lr" in stdout
     code, _, err = run_cli(["eval", "knn", "-b", "random", "-r", "oct", "--set", "eval.knn_kk=3"])
-    assert code == 2 and "did you mean 'eval.knn_k'" in err
+    assert code == 1 and "did you mean 'eval.knn_k'" in err
 
 
 def test_attention_and_pca_write_pngs(tmp_path: Path, run_cli) -> None:
@@ -50,7 +50,7 @@ def test_attention_on_a_cnn_is_a_one_line_error(tmp_path: Path, run_cli) -> None
     save_backbone(cnn, BackboneSpec("resnet10t", {"num_classes": 0, "in_chans": 1}), tmp_path / "cnn")
     code, _, err = run_cli(["attention", "-b", str(tmp_path / "cnn"), "-r", "oct", "-n", "1", *_tiny(tmp_path),
                          "-o", str(tmp_path / "att")])
-    assert code == 2 and "is not a Vision Transformer" in err
+    assert code == 1 and "is not a Vision Transformer" in err
 
 
 def test_report_lists_missing_pieces(tmp_path: Path, run_cli) -> None:

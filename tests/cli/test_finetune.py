@@ -47,7 +47,7 @@ def test_finetune_predict_merge(run_dir: Path, tmp_path: Path, run_cli) -> None:
 def test_existing_run_dir_is_refused_and_untouched(run_dir: Path, run_cli) -> None:
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     code, _, err = run_cli(["finetune", "--recipe", "endoscopy", "--out", str(run_dir), *SETS])
-    assert code == 2 and "already holds a run" in _one_line(err) and "nothing was overwritten" in err
+    assert code == 1 and "already holds a run" in _one_line(err) and "nothing was overwritten" in err
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
@@ -62,7 +62,7 @@ def test_existing_run_dir_is_refused_and_untouched(run_dir: Path, run_cli) -> No
 def test_one_line_errors(args: list[str], expected: str, tmp_path: Path, run_cli) -> None:
     out = ["--out", str(tmp_path / "run"), *SETS] if args[0] == "finetune" and len(args) > 1 else []
     code, _, err = run_cli([*args, *out])
-    assert code == 2 and expected in _one_line(err)
+    assert code == 1 and expected in _one_line(err)
     assert not (tmp_path / "run").exists(), "a run that could not start left its directory behind"
 
 
@@ -70,6 +70,6 @@ def test_failed_start_leaves_out_reusable(tmp_path: Path, run_cli) -> None:
     """A bad label budget fails before training; the same --out then works (no stale splits.json)."""
     out = ["--out", str(tmp_path / "run"), *SETS]
     code, _, err = run_cli(["finetune", "--recipe", "endoscopy", "--labels", "10000", *out])
-    assert code == 2 and "larger than" in _one_line(err)
+    assert code == 1 and "larger than" in _one_line(err)
     code, _, _ = run_cli(["finetune", "--recipe", "endoscopy", "--labels", "4", *out])
     assert code == 0 and (tmp_path / "run" / "metrics.json").is_file()

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from dinomed.augment import build_eval_transform
+from dinomed.augment.multicrop import build_eval_transform
 from dinomed.data.datasets import build_dataset
 from dinomed.data.splits import splits_for
 from dinomed.eval.attention import attention_jaccard
 from dinomed.eval.evaluate import eval_backbone
-from dinomed.eval.visualize import spread_indices
+from dinomed.report.visuals import spread_indices
 from dinomed.recipe import load_recipe
 
 
 @pytest.mark.realdata
 def test_cvc_polyp_jaccard_random_init(shared_data: Path) -> None:
     manifest = shared_data / "endoscopy" / "cvc-clinicdb" / "index.csv"
-    recipe = load_recipe("endoscopy", ["data.source=manifest", f"data.manifest={manifest}",
+    recipe = load_recipe("endoscopy", overrides=["data.source=manifest", f"data.manifest={manifest}",
                                        "data.columns={group: sequence}", "augment.global_size=64"], quick=True)
     dataset = build_dataset(recipe.data, recipe.modality)
     assert len(dataset) == 612 and len(set(dataset.groups())) == 29 and dataset.has("mask")

@@ -90,7 +90,7 @@ def test_dinov2_keys_map_to_timm() -> None:
 
 def test_position_embedding_interpolated_to_new_size(tiny) -> None:
     bigger, _ = create_backbone(ARCH, img_size=64)
-    state = fit_to_model(tiny.state_dict(), bigger, "test")
+    state = fit_to_model(tiny.state_dict(), bigger, "test", arch="vit_tiny_patch16_224")
     expected = resample_abs_pos_embed(tiny.pos_embed.detach(), new_size=[4, 4], old_size=[2, 2], num_prefix_tokens=1)
     torch.testing.assert_close(state["pos_embed"], expected)
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from dinomed.recipe import load_recipe
-from dinomed.report.html import build_report
+from dinomed.api import build_report
 
 
 class _Page(HTMLParser):
@@ -102,11 +102,10 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real run dir: the DINO trainer's output on a tiny OCT phantom, ``dinomed eval knn`` on it, and a LoRA
     segmentation fine-tune of its backbone in ``RUN_DIR/finetune/seg`` (~10 s on 2 cores)."""
     from dinomed.eval.evaluate import evaluate
-    from dinomed.finetune.api import finetune
-    from dinomed.ssl.trainer import pretrain
+    from dinomed.api import finetune, pretrain
 
     root = tmp_path_factory.mktemp("runs")
-    run = pretrain("oct", [*PRETRAIN, f"train.output_dir={root}", "train.run_name=oct-run"], quick=True)
+    run = pretrain("oct", overrides=[*PRETRAIN, f"train.output_dir={root}", "train.run_name=oct-run"], quick=True)
     with pytest.warns(UserWarning, match="exceeds"):  # 32 phantom images: fewer than k=20 in the train split
         evaluate(run.run_dir, method="knn", overrides=[f"eval.cache_dir={root / 'cache'}"])
     finetune("oct", task="seg", backbone=run.run_dir, overrides=FINETUNE, out=run.run_dir / "finetune" / "seg")

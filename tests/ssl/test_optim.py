@@ -42,13 +42,28 @@ def test_param_groups_split_like_reference() -> None:
     torch.optim.AdamW(groups)  # valid optimiser groups
 
 
-def test_param_groups_deduplicate_shared_parameters_and_need_some() -> None:
-    model = _Net()
-    groups = param_groups(model, model.body)
-    assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
+def test_param_groups_need_some_trainable_parameter() -> None:
     frozen = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
         param_groups(frozen)
+
+
+def test_layer_decay_scales_the_backbone_by_depth_and_leaves_the_head() -> None:
+    from dinomed.models.backbones import create_backbone
+    from dinomed.ssl.optim import layer_index
+
+    backbone, _ = create_backbone("vit_tiny_patch16_224", img_size=32)
+    student = nn.Module()
+    student.backbone, student.head = backbone, nn.Linear(192, 4)
+    depth = len(backbone.blocks)
+    assert [layer_index(n, depth) for n in ("cls_token", "pos_embed", "patch_embed.proj.weight",
+                                            "blocks.0.attn.qkv.weight", "blocks.11.mlp.fc2.bias", "norm.weight")] \
+        == [0, 0, 0, 1, 12, 13]
+    scale = {id(p): (g["lr_scale"], g["backbone"]) for g in param_groups(student, layer_decay=0.5) for p in g["params"]}
+    assert scale[id(backbone.patch_embed.proj.weight)] == (0.5 ** 13, True)
+    assert scale[id(backbone.blocks[11].attn.qkv.weight)] == (0.5, True)
+    assert scale[id(backbone.norm.weight)] == (1.0, True) and scale[id(student.head.weight)] == (1.0, False)
+    assert {g["lr_scale"] for g in param_groups(student)} == {1.0}
 
 
 def reference_clip(model: nn.Module, clip: float) -> list[float]:

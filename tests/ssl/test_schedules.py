@@ -83,7 +83,8 @@ def test_teacher_temperature_switches_at_the_warmup_end() -> None:
 
 
 def test_fractional_warmup_rounds_to_steps() -> None:
-    s = build_schedules(DINOConfig(), OptimConfig(lr=1e-3, warmup_epochs=0.5), epochs=2, steps_per_epoch=5,
+    s = build_schedules(DINOConfig(warmup_teacher_temp_epochs=0), OptimConfig(lr=1e-3, warmup_epochs=0.5), epochs=2,
+                        steps_per_epoch=5,
                         batch_size=256)
     warmup = round(0.5 * 5)
     assert s.lr[warmup] == pytest.approx(1e-3) and s.lr[warmup - 1] < 1e-3

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dinomed.data.phantoms import write_phantom_dataset
-from dinomed.ssl.trainer import pretrain
+from dinomed.api import pretrain
 
 TINY = [
     "model.out_dim=128", "model.hidden_dim=64", "model.bottleneck_dim=32", "augment.global_size=32",
@@ -18,8 +18,8 @@ TINY = [
 
 
 def _pretrain(tmp_path: Path, recipe: str, *sets: str) -> None:
-    run = pretrain(recipe, [*TINY, f"train.output_dir={tmp_path / 'runs'}", *sets], quick=True)
-    assert run.metrics["finished"] and run.backbone_path.is_file()
+    run = pretrain(recipe, overrides=[*TINY, f"train.output_dir={tmp_path / 'runs'}", *sets], quick=True)
+    assert run.metrics["finished"] and Path(run.backbone_source).is_file()
 
 
 def test_folder_of_16_bit_thermal_pngs(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ import pytest
 import timm
 import torch
 
-from dinomed.checkpoint import load_checkpoint
 from dinomed.models.backbones import load_backbone
-from dinomed.runs import read_metrics
-from dinomed.ssl.trainer import CHECKPOINT, TrainingDiverged, pretrain
+from dinomed.api import pretrain
+from dinomed.engine import TrainingDiverged, load_checkpoint, read_metrics
+from dinomed.ssl.trainer import CHECKPOINT
 
 TINY = [
     "model.out_dim=256", "model.hidden_dim=64", "model.bottleneck_dim=32",
@@ -33,14 +33,17 @@ def _tiny(tmp_path: Path, name: str, *extra: str) -> list[str]:
 
 
 def test_run_dir_holds_config_metrics_checkpoint_and_export(tmp_path: Path) -> None:
-    run = pretrain("oct", _tiny(tmp_path, "full"), quick=True)
+    run = pretrain("oct", overrides=_tiny(tmp_path, "full"), quick=True)
     assert run.metrics["finished"] and run.metrics["step"] == 8
     for name in ("config.yaml", "metrics.jsonl", CHECKPOINT, "summary.json", "export/backbone.json"):
         assert (run.run_dir / name).is_file(), name
-    records = read_metrics(run.run_dir / "metrics.jsonl")
+    start, *records = read_metrics(run.run_dir / "metrics.jsonl")
+    assert start["step"] == 0 and {"rankme", "rankme_random", "knn", "knn_random"} <= set(start)  # phantom labels
     assert [r["step"] for r in records] == list(range(1, 9))
-    for key in ("loss", "teacher_entropy", "kl", "teacher_std", "img_per_s", *SCHEDULE_KEYS):
+    for key in ("loss", "teacher_entropy", "kl", "teacher_std", "img_per_s", "data_wait", *SCHEDULE_KEYS):
         assert all(isinstance(r[key], float) for r in records), key
+    assert 0.0 <= records[-1]["data_wait"] <= 1.0 and "rankme" in records[-1]  # the last step is always probed
+    assert run.metrics["verdict"] in ("learning", "not learning") and run.metrics["collapse"] == "healthy"
     state = load_checkpoint(run.run_dir / CHECKPOINT)
     assert state["step"] == 8 and {"student", "teacher", "optimizer", "loss", "rng"} <= set(state)
     # the export loads through dinomed and through plain timm, and equals the teacher backbone
@@ -55,21 +58,25 @@ def test_run_dir_holds_config_metrics_checkpoint_and_export(tmp_path: Path) -> N
 
 
 def test_resume_follows_the_uninterrupted_path(tmp_path: Path) -> None:
-    full = pretrain("oct", _tiny(tmp_path, "a"), quick=True)
-    pretrain("oct", _tiny(tmp_path, "b", "train.max_steps=3"), quick=True)
+    full = pretrain("oct", overrides=_tiny(tmp_path, "a"), quick=True)
+    pretrain("oct", overrides=_tiny(tmp_path, "b", "train.max_steps=3"), quick=True)
     resumed = pretrain(resume=tmp_path / "b", overrides=["train.max_steps=null"])
     assert resumed.metrics["step"] == full.metrics["step"] == 8
     a, b = read_metrics(full.run_dir / "metrics.jsonl"), read_metrics(resumed.run_dir / "metrics.jsonl")
     assert [r["step"] for r in b] == [r["step"] for r in a]
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a[1:], b[1:]):
         for key in SCHEDULE_KEYS:
             assert ra[key] == rb[key], (ra["step"], key)
         assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4, abs=1e-5), ra["step"]
+    probed = [(ra, rb) for ra, rb in zip(a, b) if "rankme" in ra]
+    assert len(probed) >= 2 and all("rankme" in rb for _, rb in probed)  # (b also probed where it stopped at 3)
+    for ra, rb in probed:  # the probes resume on the same steps, with the same reference values
+        assert rb["rankme"] == pytest.approx(ra["rankme"], rel=1e-4) and rb["rankme_random"] == ra["rankme_random"]
 
 
 def test_resume_refuses_changing_the_run(tmp_path: Path) -> None:
-    pretrain("oct", _tiny(tmp_path, "c", "train.max_steps=2"), quick=True)
-    with pytest.raises(ValueError, match="cannot change 'optim.lr' when resuming"):
+    pretrain("oct", overrides=_tiny(tmp_path, "c", "train.max_steps=2"), quick=True)
+    with pytest.raises(ValueError, match="key 'optim.lr': cannot change this when resuming"):
         pretrain(resume=tmp_path / "c", overrides=["optim.lr=1.0"])
 
 
@@ -86,7 +93,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, mo
 
     monkeypatch.setattr(trainer_module.DINOLoss, "forward", poisoned)
     with pytest.raises(TrainingDiverged, match="loss is nan at step 3.*last good checkpoint kept"):
-        pretrain("oct", _tiny(tmp_path, "d"), quick=True)
+        pretrain("oct", overrides=_tiny(tmp_path, "d"), quick=True)
     assert load_checkpoint(tmp_path / "d" / CHECKPOINT)["step"] == 2
 
 
@@ -102,7 +109,7 @@ def test_interrupt_saves_and_resume_finishes(tmp_path: Path, monkeypatch: pytest
         return out
 
     monkeypatch.setattr(trainer_module.DINOTrainer, "train_step", interrupted)
-    run = pretrain("oct", _tiny(tmp_path, "e"), quick=True)
+    run = pretrain("oct", overrides=_tiny(tmp_path, "e"), quick=True)
     assert not run.metrics["finished"] and load_checkpoint(run.run_dir / CHECKPOINT)["step"] == 3
     monkeypatch.setattr(trainer_module.DINOTrainer, "train_step", original)
     assert pretrain(resume=run.run_dir).metrics["step"] == 8
@@ -124,7 +131,7 @@ def test_kill_dash_nine_then_resume_matches_uninterrupted(tmp_path: Path) -> Non
     resumed = subprocess.run([sys.executable, "-m", "dinomed", "pretrain", "--resume", str(tmp_path / "killed")],
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    full = pretrain("oct", _tiny(tmp_path, "whole", "train.epochs=4"), quick=True)
+    full = pretrain("oct", overrides=_tiny(tmp_path, "whole", "train.epochs=4"), quick=True)
     a = read_metrics(full.run_dir / "metrics.jsonl")
     b = read_metrics(tmp_path / "killed" / "metrics.jsonl")
     assert [r["step"] for r in b] == [r["step"] for r in a] and b[-1]["step"] == 16

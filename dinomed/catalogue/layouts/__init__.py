@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from dinomed.catalogue.layouts import class_folders, coco, csv_index, depth_sequences, paired_folders, voc  # noqa: F401
 from dinomed.catalogue.layouts.base import (
@@ -16,23 +16,19 @@ from dinomed.catalogue.layouts.base import (
 )
 from dinomed.config import ConfigError, from_dict
 
-if TYPE_CHECKING:
-    from dinomed.catalogue.cards import LayoutSpec
-
 __all__ = ["Box", "CommonOptions", "Layout", "SourceItem", "get_layout", "layout_names", "register_layout",
            "parse_options", "validate_options"]
 
 
-def parse_options(layout_spec: LayoutSpec, *, source: str = "", prefix: str = "options") -> CommonOptions:
-    """The layout's ``options`` mapping as the converter's typed Options (unknown keys fail naming the key)."""
-    converter = get_layout(layout_spec.converter)
-    return from_dict(converter.Options, layout_spec.options, source=source, prefix=prefix)
+def parse_options(converter: str, options: dict[str, Any], *, source: str = "", prefix: str = "options") -> CommonOptions:
+    """A layout's ``options`` mapping as converter ``converter``'s typed Options (unknown keys fail naming the key)."""
+    return from_dict(get_layout(converter).Options, options, source=source, prefix=prefix)
 
 
-def validate_options(layout_spec: LayoutSpec, *, source: str, prefix: str) -> None:
+def validate_options(converter: str, options: dict[str, Any], *, source: str, prefix: str) -> None:
     """Fail at card load when the converter is unknown or its options do not fit its schema."""
     try:
-        get_layout(layout_spec.converter)
+        get_layout(converter)
     except ValueError as err:
         raise ConfigError(source, prefix.rsplit(".", 1)[0] + ".converter", str(err)) from None
-    parse_options(layout_spec, source=source, prefix=prefix)
+    parse_options(converter, options, source=source, prefix=prefix)

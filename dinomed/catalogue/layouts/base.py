@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dinomed.config import option
-from dinomed.registry import Registry
+from dinomed.registry import LAYOUTS
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -67,8 +67,6 @@ class Layout:
     def items(self, source: Path, options: Any) -> Iterator[SourceItem]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-
-LAYOUTS: Registry[type[Layout]] = Registry("layout converter", "layout converters")
 
 
 def register_layout(name: str) -> Callable[[type[Layout]], type[Layout]]:

@@ -1,0 +1,73 @@
+"""Task heads: registry sweep, output shapes at full resolution, depth-bin maths, block selection, metric direction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dinomed.models.backbones import create_backbone
+from dinomed.finetuning.heads import DepthHead, build_head, head_class
+from dinomed.models.decoders import backbone_features, evenly_spaced_blocks
+from dinomed.registry import TASK_HEADS
+
+EXPECTED_SHAPE = {"seg": (2, 3, 48, 64), "depth": (2, 1, 48, 64), "cls": (2, 3)}
+
+
+@pytest.fixture(scope="module")
+def vit() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_backbone("vit_tiny_patch16_224", img_size=64)[0].eval()
+
+
+def test_default_blocks_are_evenly_spaced() -> None:
+    assert evenly_spaced_blocks(12) == [2, 5, 8, 11]
+    assert evenly_spaced_blocks(2) == [0, 1]
+
+
+@pytest.mark.parametrize("task", ["cls", "depth", "seg"])
+def test_every_head_gives_full_resolution_outputs_and_trains(vit, task: str) -> None:
+    kwargs = {} if task == "depth" else {"num_classes": 3}
+    head = build_head(task, vit.embed_dim, len(vit.blocks), **kwargs)
+    assert head.task == task and head.target in ("mask", "depth", "label")
+    x = torch.rand(2, 3, 48, 64)  # non-square, patch multiple: dynamic image size
+    out = head(backbone_features(vit, x, head.blocks), x.shape[-2:])
+    assert out.shape == EXPECTED_SHAPE[task]
+    out.float().mean().backward()
+    assert all(p.grad is not None for p in head.parameters() if p.requires_grad)
+
+
+def test_features_are_one_pair_per_block(vit) -> None:
+    features = backbone_features(vit, torch.rand(1, 3, 64, 64), [2, 5, 8, 11])
+    assert len(features) == 4
+    assert [tuple(p.shape) for p, _ in features] == [(1, 192, 4, 4)] * 4
+    assert [tuple(c.shape) for _, c in features] == [(1, 192)] * 4
+
+
+def test_depth_is_softmax_weighted_bin_centres() -> None:
+    torch.manual_seed(0)
+    head = DepthHead(8, [0], bins=5, min_depth=1.0, max_depth=5.0).eval()
+    features = [(torch.randn(1, 8, 2, 2), torch.randn(1, 8))]
+    depth = head(features, (2, 2))  # same size: no resampling
+    maps = torch.cat([features[0][0], features[0][1][:, :, None, None].expand(1, 8, 2, 2)], dim=1)
+    probs = head.decoder(maps).softmax(dim=1)
+    expected = (probs * torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])[None, :, None, None]).sum(1, keepdim=True)
+    expected = torch.nn.functional.interpolate(expected, size=(2, 2), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(depth, expected)
+    assert depth.min() >= 1.0 and depth.max() <= 5.0
+
+
+def test_bad_head_arguments_are_clear() -> None:
+    with pytest.raises(ValueError, match=r"unknown task 'box'; valid tasks are \[.*'cls', 'depth', 'seg'"):
+        build_head("box", 192, 12)
+    with pytest.raises(ValueError, match=r"head blocks \[12\] out of range .* 12 blocks"):
+        build_head("seg", 192, 12, blocks=[11, 12])
+    with pytest.raises(ValueError, match="min_depth < max_depth"):
+        build_head("depth", 192, 12, min_depth=5.0, max_depth=1.0)
+
+
+def test_built_in_heads_are_registered_with_their_metric_direction() -> None:
+    assert {"cls", "depth", "seg"} <= set(TASK_HEADS.names())
+    seg, depth, cls = head_class("seg"), head_class("depth"), head_class("cls")
+    assert (seg.primary_metric, depth.primary_metric, cls.primary_metric) == ("dice", "abs_rel", "balanced_accuracy")
+    assert seg.is_better(0.6, 0.5) and not depth.is_better(0.6, 0.5) and depth.is_better(0.1, None)
+    assert not cls.is_better(float("nan"), 0.1)
