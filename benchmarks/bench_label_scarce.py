@@ -174,14 +174,14 @@ def in_subprocess(job: dict[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------- pretraining
 def train_split_manifest(cvc: Path, folder: Path) -> Path:
     """A copy of ``index.csv`` listing only the train split's frames (the fine-tuning split, same seed)."""
-    from dinomed.data.datasets import build_dataset, record_key
+    from dinomed.data.datasets import build_dataset
     from dinomed.data.splits import splits_for
     from dinomed.finetuning.trainer import TaskView
     from dinomed.recipe import load_recipe
 
     recipe = load_recipe("endoscopy", overrides=data_overrides(cvc, None))
     dataset = build_dataset(recipe.data, "endoscopy")
-    train = {record_key(dataset.records[i]) for i in splits_for(TaskView(dataset, "mask"), recipe.data).train}
+    train = {dataset.records[i].key for i in splits_for(TaskView(dataset, "mask"), recipe.data).train}
     with open(cvc / "index.csv", newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         rows, fields = [row for row in reader if row["image"] in train], reader.fieldnames

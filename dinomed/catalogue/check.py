@@ -2,8 +2,10 @@
 
 Reported: missing or unreadable files; exact duplicate images (same sha256 of the bytes); near-duplicate images
 (dHash within a Hamming threshold) across splits — or, without a split column, across groups, which hints at a
-group id that misses links; groups that appear in more than one split; class balance per split.
-A report is ``ok`` when nothing leaks between splits and no file is missing or unreadable.
+group id that misses links; groups that appear in more than one split; split values training would refuse (empty
+or not train / val / test or a synonym, read as training reads them); class balance per split (the given split).
+A report is ``ok`` when nothing leaks between splits, every split value is usable and no file is missing or
+unreadable.
 
     report = check_manifest("~/.dinomed/datasets/kermany-oct2017/manifest.csv")
     report.ok, report.groups_crossing
@@ -24,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from dinomed.catalogue.fingerprints import dhash, hamming_pairs
 from dinomed.data.datasets import read_manifest
 from dinomed.data.readers import DataError
+from dinomed.data.records import canonical_split
 from dinomed.engine import progress_bar
 
 TARGETS = ("mask", "depth")
@@ -50,6 +53,7 @@ class CheckReport:
     has_split: bool
     threshold: int
     missing: list[dict[str, str]] = field(default_factory=list)
+    bad_splits: list[dict[str, str]] = field(default_factory=list)
     unreadable: list[dict[str, str]] = field(default_factory=list)
     exact_duplicates: list[dict[str, Any]] = field(default_factory=list)
     near_duplicates: list[dict[str, Any]] = field(default_factory=list)
@@ -65,31 +69,41 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.leaks or self.missing or self.unreadable)
+        return not (self.leaks or self.missing or self.unreadable or self.bad_splits)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "leaks": self.leaks, "ok": self.ok}
 
 
-def read_entries(path: Path) -> list[Entry]:
+def read_entries(path: Path) -> tuple[list[Entry], list[dict[str, str]]]:
     """Rows of a CSV or JSON-list manifest, read exactly as training reads it (:func:`read_manifest`: encoding,
-    byte-order mark, blanks); unknown columns are ignored, a row without an ``image`` value is an error."""
+    byte-order mark, blanks), and the rows whose split training would refuse (empty or not train / val / test or a
+    synonym). Split values are given their canonical names; unknown columns are ignored; a row without an
+    ``image`` value is an error."""
     names = Entry.__dataclass_fields__
-    entries = []
-    for i, row in enumerate(read_manifest(path)):
+    rows = read_manifest(path)
+    has_split = any(row.get("split") for row in rows)
+    entries, bad = [], []
+    for i, row in enumerate(rows, start=1):
         if not row.get("image"):
-            raise DataError(path, f"row {i + 1} has no 'image' value (columns: {sorted(row)})")
-        entries.append(Entry(**{k: v for k, v in row.items() if k in names}))
-    return entries
+            raise DataError(path, f"row {i} has no 'image' value (columns: {sorted(row)})")
+        entry = Entry(**{k: v for k, v in row.items() if k in names})
+        if has_split:
+            split = canonical_split(entry.split)
+            if split is None:
+                bad.append({"row": str(i), "image": entry.image, "split": entry.split})
+            entry.split = split or ""
+        entries.append(entry)
+    return entries, bad
 
 
 def check_manifest(manifest: str | Path, *, threshold: int = 4, progress: bool = True) -> CheckReport:
     """Audit ``manifest``; ``threshold`` is the dHash Hamming distance (of 64 bits) counted as near-duplicate."""
     path = Path(manifest).expanduser()
-    entries = read_entries(path)
+    entries, bad_splits = read_entries(path)
     root = path.parent
     report = CheckReport(manifest=str(path), images=len(entries), has_split=any(e.split for e in entries),
-                         threshold=threshold)
+                         threshold=threshold, bad_splits=bad_splits)
     digests: dict[int, str] = {}
     hashes: dict[int, int] = {}
     with progress_bar("check", disable=not progress, transient=True) as bar:

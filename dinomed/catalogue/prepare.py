@@ -188,7 +188,7 @@ def _write(tmp: Path, out: Path, source: Path, rows: list[_Row], options: Common
                 record["split"] = row.split or ""
             records.append(record)
             if row.item.boxes is not None:
-                boxed.append((record["image"], row.item))
+                boxed.append((record["image"], record.get("split"), row.item))
             bar.advance(task)
     with open(tmp / MANIFEST, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=[*COLUMNS, "split"] if has_split else list(COLUMNS))
@@ -217,14 +217,15 @@ def _target(rel: Path | None, folder: str, suffix: str, tmp: Path, write: Any, s
     return dst.as_posix()
 
 
-def _write_coco(path: Path, boxed: list[tuple[str, SourceItem]], labels: list[str]) -> None:
-    """COCO file of the boxes with ``file_name`` relative to the output folder (``data.source: coco``)."""
-    found = sorted({b.category for _, item in boxed for b in item.boxes or []})
+def _write_coco(path: Path, boxed: list[tuple[str, str | None, SourceItem]], labels: list[str]) -> None:
+    """COCO file of the boxes with ``file_name`` relative to the output folder (``data.source: coco``) and each
+    image's ``split`` when the manifest keeps the published split (so both sources read the same split)."""
+    found = sorted({b.category for _, _, item in boxed for b in item.boxes or []})
     names = [n for n in labels if n in found] + [n for n in found if n not in labels]
     ids = {n: i for i, n in enumerate(names)}
     images, annotations = [], []
-    for image_id, (file_name, item) in enumerate(boxed):
-        images.append({"id": image_id, "file_name": file_name})
+    for image_id, (file_name, split, item) in enumerate(boxed):
+        images.append({"id": image_id, "file_name": file_name, **({"split": split} if split else {})})
         for box in item.boxes or []:
             x, y, w, h = box.bbox
             annotations.append({"id": len(annotations), "image_id": image_id, "category_id": ids[box.category],

@@ -120,6 +120,8 @@ def _print_report(report) -> None:  # noqa: ANN001 - CheckReport, imported lazil
     for column in ("finding", "count", "examples"):
         findings.add_column(column, overflow="fold")
     rows = [("missing files", report.missing, lambda d: f"{d['column']}: {d['path']}"),
+            ("split values training refuses", report.bad_splits,
+             lambda d: f"row {d['row']} ({d['image']}): '{d['split']}' (expected train, val or test)"),
             ("unreadable files", report.unreadable, lambda d: f"{d['column']}: {d['path']} ({d['error']})"),
             ("groups crossing splits", list(report.groups_crossing.items()), lambda d: f"{d[0]}: {', '.join(d[1])}"),
             ("exact duplicates", report.exact_duplicates,

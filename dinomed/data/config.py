@@ -70,13 +70,23 @@ class DataConfig:
     coco_padding: float = option(0.1, "context added around each COCO box, as a fraction of its width/height per side", min=0.0)
     coco_min_size: int = option(4, "COCO boxes whose longer side is below this many pixels are left out", min=1)
     split_file: str | None = option(None, "JSON split file: written by the first run, reused (and checked) by later runs")
-    val_fraction: float = option(0.15, "fraction of images in the validation split (whole groups)", min=0.0, max=0.9)
-    test_fraction: float = option(0.2, "fraction of images in the test split (whole groups)", min=0.0, max=0.9)
+    val_fraction: float = option(
+        0.15, "fraction of images in the validation split (whole groups); ignored when the data carries its own "
+        "split, except to draw val from its train part when it has no val rows", min=0.0, max=0.9)
+    test_fraction: float = option(
+        0.2, "fraction of images in the test split (whole groups); ignored when the data carries its own split",
+        min=0.0, max=0.9)
     labelled: int | float | None = option(
         None, "labelled images taken from the train split: an integer N images, or a fraction (0, 1] per class; "
         "null = every labelled train image", min=0.0
     )
     split_seed: int = option(0, "seed of the grouped split and of the labelled subset")
+    allow_group_leaks: bool = option(
+        False, "use the data's own split even when a group (patient / sequence) appears in two of its parts "
+        "(a warning instead of an error; the test score is then optimistic)")
+    pretrain_splits: list[str] = option(
+        ["train", "val"], "the parts of the split (the data's own, else grouped) that pretraining reads; the test "
+        "part is held out by default so that evaluating on it afterwards is honest", choices=("train", "val", "test"))
     on_error: str = option("raise", "unreadable file: 'raise' stops, 'skip' drops it and reports", choices=("raise", "skip"))
     num_workers: int = option(2, "DataLoader worker processes", min=0)
     phantom: PhantomConfig = option(default_factory=PhantomConfig)
@@ -108,5 +118,7 @@ class DataConfig:
             raise ValueError(
                 f"val_fraction + test_fraction must leave a train split, got {self.val_fraction} + {self.test_fraction}"
             )
+        if not self.pretrain_splits:
+            raise ValueError("pretrain_splits must name at least one of train, val, test")
         if self.thermal_gain == 0:
             raise ValueError("thermal_gain must be non-zero")

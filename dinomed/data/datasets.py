@@ -31,14 +31,9 @@ from dinomed.data.config import DataConfig
 from dinomed.data.intensity import normalise, to_channels
 from dinomed.data.prepared import prepared_root, resolve_prepared
 from dinomed.data.readers import DataError, count_frames, read_image, read_mask, read_thermal
-from dinomed.data.records import ImageDataset, Record, SubsetDataset
+from dinomed.data.records import SPLIT_SYNONYMS, ImageDataset, Record, SubsetDataset, canonical_split
 
 log = logging.getLogger("dinomed.data")
-
-
-def record_key(record: Record) -> str:
-    """Stable id of a record, independent of where the data folder sits (used by split files)."""
-    return str(record.meta.get("key", record.image))
 
 
 def class_index(names: Iterable[str], label_map: dict[str, int]) -> tuple[list[str], dict[str, int]]:
@@ -121,7 +116,7 @@ class FileDataset(SkipOnError, ImageDataset):
         group = record.group if record.group is not None else record.meta.get("key", record.image)
         return [
             Record(record.image, record.label, record.mask, record.depth, group,
-                   {**record.meta, "frame": i, "key": f"{record_key(record)}#{i}"})
+                   {**record.meta, "frame": i, "key": f"{record.key}#{i}"}, record.split)
             for i in range(frames)
         ]
 
@@ -146,7 +141,8 @@ class FileDataset(SkipOnError, ImageDataset):
         if record.depth is not None:
             depth = read_image(record.depth)[0][..., 0] * np.float32(self.cfg.depth_scale)
             sample["depth"] = self._same_size(depth, record.depth, image, record.image)
-        sample["meta"] = {**meta, **record.meta, "path": record.image, "group": record.group, "modality": self.modality}
+        sample["meta"] = {**meta, **record.meta, "path": record.image, "group": record.group, "split": record.split,
+                          "modality": self.modality}
         return sample
 
     @staticmethod
@@ -238,6 +234,7 @@ class ManifestDataset(FileDataset):
             raise DataError(self.manifest, f"missing column(s) {', '.join(missing)}; columns found: {sorted(present)} "
                             "(map differently named ones with data.columns)")
         self.columns = {role: col for role, col in columns.items() if col in present}
+        self.splits = self._given_splits(rows)
         labels = [row[self.columns["label"]] for row in rows] if "label" in self.columns else []
         label_of: dict[str, int] = {}
         if any(labels):
@@ -246,6 +243,27 @@ class ManifestDataset(FileDataset):
             self.records += self._checked(lambda: self._row_records(row, number, label_of))
         if not self.records:
             raise DataError(self.manifest, f"every row was skipped: {self.skipped}")
+
+    def _given_splits(self, rows: list[dict[str, str]]) -> list[str | None]:
+        """The manifest's own split per row (canonical names), or ``None`` per row when it has no split column.
+
+        With a split column every row needs a value: an empty or unknown one is an error naming the rows, since
+        guessing would put an image the study holds out into training.
+        """
+        if "split" not in self.columns:
+            return [None] * len(rows)
+        column = self.columns["split"]
+        values = [row[column] for row in rows]
+        empty = [n for n, v in enumerate(values, start=1) if not v]
+        if empty:
+            raise DataError(self.manifest, f"column '{column}' (split) is empty in row(s) {_rows(empty)}; every row "
+                            "needs train, val or test (or drop the column to let dinomed draw grouped splits)")
+        unknown = [(n, v) for n, v in enumerate(values, start=1) if canonical_split(v) is None]
+        if unknown:
+            raise DataError(self.manifest, f"column '{column}' (split): row {unknown[0][0]} has '{unknown[0][1]}'"
+                            f"{f' (and {len(unknown) - 1} more rows)' if len(unknown) > 1 else ''}; expected "
+                            f"train, val or test (synonyms: {', '.join(sorted(SPLIT_SYNONYMS))})")
+        return [canonical_split(v) for v in values]
 
     def _row_records(self, row: dict[str, str], number: int, label_of: dict[str, int]) -> list[Record]:
         where = f"row {number}"
@@ -258,10 +276,10 @@ class ManifestDataset(FileDataset):
         image_path = _inside(self.root, image, self.manifest, where, self.limit)
         if not image_path.is_file():
             raise DataError(image_path, f"image file not found (listed in {self.manifest}, {where})")
-        meta = {"key": image, "row": number, **({"split": value("split")} if value("split") else {})}
         label = label_id(label_of, value("label"), self.manifest, where) if value("label") else None
         record = Record(str(image_path), label, str(paths["mask"]) if "mask" in paths else None,
-                        str(paths["depth"]) if "depth" in paths else None, value("group"), meta)
+                        str(paths["depth"]) if "depth" in paths else None, value("group"),
+                        {"key": image, "row": number}, self.splits[number - 1])
         return self._file_records(record)
 
 
@@ -279,6 +297,8 @@ class CocoCropDataset(FileDataset):
         coco = self._read_json()
         default_root = self.annotations.parent / "images"
         self.root = Path(cfg.root) if cfg.root else default_root if default_root.is_dir() else self.annotations.parent
+        # annotations written by `dinomed datasets prepare` point into its untouched source folder too
+        self.limit = None if cfg.root else prepared_root(self.annotations)
         categories = sorted(coco["categories"], key=lambda c: c["id"])
         if cfg.label_map:
             self.class_names, label_of = class_index((), cfg.label_map)
@@ -287,6 +307,7 @@ class CocoCropDataset(FileDataset):
             label_of = {name: i for i, name in enumerate(self.class_names)}
         category = {c["id"]: c["name"] for c in categories}
         images = {img["id"]: img for img in coco["images"]}
+        self.has_split = any(img.get("split") for img in coco["images"])
         by_image: dict[Any, list[dict[str, Any]]] = {}
         for ann in coco["annotations"]:
             if ann.get("image_id") not in images:
@@ -317,7 +338,8 @@ class CocoCropDataset(FileDataset):
     def _crops(self, entry: dict[str, Any], anns: list[dict[str, Any]], category: dict[int, str],
                label_of: dict[str, int]) -> list[Record]:
         name = str(entry["file_name"])
-        path = _inside(self.root, name, self.annotations, f"image id {entry['id']}")
+        split = self._image_split(entry)
+        path = _inside(self.root, name, self.annotations, f"image id {entry['id']}", self.limit)
         if not path.is_file():
             raise DataError(path, f"image file not found (image id {entry['id']} in {self.annotations})")
         count_frames(path)
@@ -336,10 +358,21 @@ class CocoCropDataset(FileDataset):
             box = [max(0, int(np.floor(x - pad * w))), max(0, int(np.floor(y - pad * h))),
                    min(int(width), int(np.ceil(x + w + pad * w))), min(int(height), int(np.ceil(y + h + pad * h)))]
             meta = {"key": f"{name}#box{ann.get('id')}", "box": box, "annotation_id": ann.get("id"),
-                    "category": category[ann["category_id"]], **({"split": entry["split"]} if "split" in entry else {})}
+                    "category": category[ann["category_id"]]}
             label = label_id(label_of, category[ann["category_id"]], self.annotations, f"annotation {ann.get('id')}")
-            records.append(Record(str(path), label, group=name, meta=meta))
+            records.append(Record(str(path), label, group=name, meta=meta, split=split))
         return records
+
+    def _image_split(self, entry: dict[str, Any]) -> str | None:
+        """An image's ``split`` field (canonical name); with any image carrying one, every image must."""
+        if not self.has_split:
+            return None
+        value = str(entry.get("split") or "")
+        if canonical_split(value) is None:
+            raise DataError(self.annotations, f"image id {entry['id']} ({entry.get('file_name')}) has split "
+                            f"'{value}'; expected train, val or test (synonyms: {', '.join(sorted(SPLIT_SYNONYMS))}) "
+                            "on every image once one image has a split")
+        return canonical_split(value)
 
     def load(self, record: Record) -> dict[str, Any]:
         image, meta = self.read(record.image, None)
@@ -348,7 +381,8 @@ class CocoCropDataset(FileDataset):
             raise DataError(record.image, f"box {record.meta['box']} lies outside the {image.shape[1]}x{image.shape[0]} image")
         crop = np.ascontiguousarray(image[y0:y1, x0:x1])
         return {"image": crop, "label": record.label,
-                "meta": {**meta, **record.meta, "path": record.image, "group": record.group, "modality": self.modality}}
+                "meta": {**meta, **record.meta, "path": record.image, "group": record.group, "split": record.split,
+                         "modality": self.modality}}
 
 
 def build_dataset(data_cfg: DataConfig, modality: str) -> ImageDataset:
@@ -366,3 +400,9 @@ def build_dataset(data_cfg: DataConfig, modality: str) -> ImageDataset:
             manifest = resolve_prepared(cfg.manifest)  # type: ignore[arg-type]
         return ManifestDataset(manifest, cfg, modality)
     return CocoCropDataset(cfg.annotations, cfg, modality)  # type: ignore[arg-type]
+
+
+def _rows(numbers: list[int], shown: int = 10) -> str:
+    """``3, 7, 12 (+4 more)``: row numbers for an error message."""
+    more = f" (+{len(numbers) - shown} more)" if len(numbers) > shown else ""
+    return ", ".join(map(str, numbers[:shown])) + more

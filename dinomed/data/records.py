@@ -15,10 +15,24 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+SPLIT_NAMES = ("train", "val", "test")
+# Values a data set's own split may use (case-insensitive), and the split each one means.
+SPLIT_SYNONYMS = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test", "holdout": "test", "held-out": "test", "heldout": "test",
+}
+
+
+def canonical_split(value: str) -> str | None:
+    """``train`` / ``val`` / ``test`` for a split value or one of its synonyms, ``None`` for anything else."""
+    return SPLIT_SYNONYMS.get(value.strip().lower())
+
 
 @dataclass
 class Record:
-    """One item of a dataset before loading: where its pixels and targets are, and its group."""
+    """One item of a dataset before loading: where its pixels and targets are, its group, and the split the data
+    itself assigns it (``train`` / ``val`` / ``test``; ``None`` when the data carries no split)."""
 
     image: str
     label: int | None = None
@@ -26,6 +40,12 @@ class Record:
     depth: str | None = None
     group: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable id of the record, independent of where the data folder sits (used by split files)."""
+        return str(self.meta.get("key", self.image))
 
 
 class ImageDataset(Dataset):

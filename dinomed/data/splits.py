@@ -1,9 +1,17 @@
-"""Grouped, stratified train/val/test splits and a label-scarce labelled subset, saved to a reusable JSON file.
+"""Train/val/test splits and a label-scarce labelled subset, saved to a reusable JSON file.
 
-Images of one patient (OCT), video sequence (endoscopy) or volume are strongly correlated; letting them span
-train and test inflates every metric (patient-level leakage, see Yagis et al., Sci. Rep. 11, 22544, 2021). So
-whole groups are assigned to splits, stratified by class as far as whole groups allow, and the labelled subset
-(the few labels a clinic can afford) is drawn from the train split only.
+When the data carries its own split (a manifest's ``split`` column, a COCO image's ``split`` field, the split a
+prepared dataset keeps), it is used as it is: an official benchmark split, a second hospital or a later period
+held out for testing must never be trained on. ``data.val_fraction`` / ``data.test_fraction`` are then ignored,
+except that a split without val rows gets its val part drawn from its train part (whole groups,
+``data.val_fraction`` of the train images), since early stopping needs one. A group (patient / sequence) in two
+parts is an error naming it, or a warning with ``data.allow_group_leaks: true``.
+
+Otherwise images of one patient (OCT), video sequence (endoscopy) or volume are strongly correlated; letting them
+span train and test inflates every metric (patient-level leakage, see Yagis et al., Sci. Rep. 11, 22544, 2021). So
+whole groups are assigned to splits, stratified by class as far as whole groups allow.
+
+Either way the labelled subset (the few labels a clinic can afford) is drawn from the train split only.
 
 Example::
 
@@ -15,20 +23,22 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from dinomed.data.config import DataConfig
-from dinomed.data.datasets import record_key
+from dinomed.files import atomic_write
 from dinomed.data.readers import DataError
-from dinomed.data.records import ImageDataset
+from dinomed.data.records import SPLIT_NAMES, ImageDataset
 
-SPLIT_NAMES = ("train", "val", "test")
 FORMAT = "dinomed-splits/1"
+SPLITS_FILE = "splits.json"  # the split a run used, in its run directory
+log = logging.getLogger("dinomed.data")
 
 
 @dataclass
@@ -58,18 +68,29 @@ class Splits(Mapping[str, list[int]]):
     def __len__(self) -> int:
         return len(SPLIT_NAMES) + 1
 
+    @property
+    def given(self) -> bool:
+        """Whether the parts are the data's own split (else dinomed drew grouped splits)."""
+        return bool(self.params.get("given"))
+
+    def describe(self) -> str:
+        """One line for the console and the report: where the split came from and its sizes."""
+        sizes = (f"train {len(self.train)} (labelled {len(self.labelled)}), val {len(self.val)}, "
+                 f"test {len(self.test)} images")
+        if not self.given:
+            return f"Splits (grouped, drawn by dinomed): {sizes}."
+        val = " (val drawn from its train part by whole groups)" if self.params.get("val_from_train") else ""
+        return (f"Splits (the data's own split{val}; data.val_fraction / data.test_fraction ignored): {sizes}.")
+
     def save(self, path: str | Path) -> Path:
         """Write indices, item paths and groups and the parameters as JSON."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         items = [{"index": i, "path": p, "group": g} for i, (p, g) in enumerate(zip(self.paths, self.groups))]
         data = {"format": FORMAT, "params": self.params, "splits": {name: self[name] for name in self}, "items": items}
-        path.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        return path
+        return atomic_write(path, json.dumps(data, indent=1))
 
     @classmethod
-    def load(cls, path: str | Path, dataset: ImageDataset) -> Splits:
-        """Read a split file, checking it lists exactly ``dataset``'s items (same paths and groups, same order)."""
+    def read(cls, path: str | Path) -> Splits:
+        """Read a split file as written (see :meth:`load` to check it against a dataset)."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -80,13 +101,19 @@ class Splits(Mapping[str, list[int]]):
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise DataError(path, f"not a dinomed split file (expected format '{FORMAT}')")
         paths, groups = [item["path"] for item in data["items"]], [item["group"] for item in data["items"]]
-        _check_matches(path, paths, groups, dataset)
         return cls(**{name: list(data["splits"][name]) for name in (*SPLIT_NAMES, "labelled")},
                    paths=paths, groups=groups, params=data["params"])
 
+    @classmethod
+    def load(cls, path: str | Path, dataset: ImageDataset) -> Splits:
+        """Read a split file, checking it lists exactly ``dataset``'s items (same paths and groups, same order)."""
+        splits = cls.read(path)
+        _check_matches(Path(path), splits.paths, splits.groups, dataset)
+        return splits
+
 
 def _check_matches(path: Path, paths: list[str], groups: list[str], dataset: ImageDataset) -> None:
-    current = [record_key(r) for r in dataset.records]
+    current = [r.key for r in dataset.records]
     if len(paths) != len(current):
         raise DataError(path, f"split file lists {len(paths)} items but the dataset has {len(current)}; "
                         "the data changed — delete the split file to make new splits")
@@ -203,22 +230,99 @@ def make_splits(
     parts = {name: sorted(i for g in assigned.get(name, []) for i in members[g]) for name in SPLIT_NAMES}
     chosen = _labelled_subset(parts["train"], labels, _annotated(dataset), labelled, rng)
     params = {"val": val, "test": test, "labelled": labelled, "seed": seed}
-    return Splits(**parts, labelled=chosen, paths=[record_key(r) for r in dataset.records], groups=groups, params=params)
+    return Splits(**parts, labelled=chosen, paths=[r.key for r in dataset.records], groups=groups, params=params)
+
+
+def given_parts(dataset: ImageDataset, allow_group_leaks: bool = False) -> dict[str, list[int]] | None:
+    """Indices per part of the data's own split, ``None`` when it carries none; a group in two parts fails."""
+    values = [r.split for r in dataset.records]
+    if all(v is None for v in values):
+        return None
+    if any(v is None for v in values):
+        missing = [dataset.records[i].key for i, v in enumerate(values) if v is None]
+        raise DataError(dataset.records[0].image, f"{len(missing)} item(s) have no split while others do "
+                        f"(first: {missing[:3]}); every item needs train, val or test")
+    parts_of: dict[str, set[str]] = {}
+    for group, value in zip(dataset.groups(), values):
+        parts_of.setdefault(group, set()).add(value)
+    leaks = {g: sorted(p) for g, p in parts_of.items() if len(p) > 1}
+    if leaks:
+        group, parts = next(iter(leaks.items()))
+        rows = [dataset.records[i].meta.get("row", dataset.records[i].key)
+                for i, g in enumerate(dataset.groups()) if g == group][:6]
+        message = (f"group '{group}' appears in {' and '.join(parts)} (rows {rows})"
+                   f"{f' and {len(leaks) - 1} more group(s) cross parts' if len(leaks) > 1 else ''}: its images "
+                   "are correlated, so the test score would be inflated")
+        if not allow_group_leaks:
+            raise DataError(dataset.records[0].image, f"the data's own split leaks: {message}; fix the split, or set "
+                            "data.allow_group_leaks: true to use it anyway")
+        log.warning("the data's own split leaks (data.allow_group_leaks: true): %s", message)
+    return {name: [i for i, v in enumerate(values) if v == name] for name in SPLIT_NAMES}
+
+
+def _params(cfg: DataConfig, given: dict[str, list[int]] | None) -> dict[str, Any]:
+    """What a split depends on besides the data (checked when a split file is reused)."""
+    if given is None:
+        return {"val": cfg.val_fraction, "test": cfg.test_fraction, "labelled": cfg.labelled, "seed": cfg.split_seed}
+    val_from_train = not given["val"] and cfg.val_fraction > 0
+    return {"given": True, "val_from_train": val_from_train, "val": cfg.val_fraction if val_from_train else None,
+            "labelled": cfg.labelled, "seed": cfg.split_seed}
+
+
+def _given_splits(dataset: ImageDataset, parts: dict[str, list[int]], cfg: DataConfig) -> Splits:
+    """The data's own split; val drawn from train by whole groups when it has none; the labelled subset."""
+    rng = random.Random(cfg.split_seed)
+    labels, params = dataset.labels(), _params(cfg, parts)
+    if params["val_from_train"]:
+        train, groups = parts["train"], dataset.groups()
+        members: dict[str, list[int]] = {}
+        for local, i in enumerate(train):
+            members.setdefault(groups[i], []).append(local)
+        if len(members) < 2:
+            raise DataError(dataset.records[0].image, "the data's own split has no val part and its train part holds "
+                            "a single group to draw one from; add val rows, or set data.val_fraction: 0")
+        fractions = {"train": 1 - cfg.val_fraction, "val": cfg.val_fraction, "test": 0.0}
+        drawn = _assign_groups(members, [labels[i] for i in train], fractions, rng)
+        parts = {**parts, **{name: sorted(train[j] for g in drawn[name] for j in members[g]) for name in ("train", "val")}}
+    chosen = _labelled_subset(parts["train"], labels, _annotated(dataset), cfg.labelled, rng)
+    return Splits(**parts, labelled=chosen, paths=[r.key for r in dataset.records], groups=dataset.groups(),
+                  params=params)
 
 
 def splits_for(dataset: ImageDataset, cfg: DataConfig) -> Splits:
-    """The recipe's splits: reuse ``cfg.split_file`` when it exists (checked), else make them and write it."""
-    params = {"val": cfg.val_fraction, "test": cfg.test_fraction, "labelled": cfg.labelled, "seed": cfg.split_seed}
+    """The recipe's splits: the data's own split when it carries one, else grouped ones; ``cfg.split_file`` is
+    reused when it exists (checked against the data and the settings), else written."""
+    given = given_parts(dataset, cfg.allow_group_leaks)
+    params = _params(cfg, given)
     if cfg.split_file and Path(cfg.split_file).is_file():
         splits = Splits.load(cfg.split_file, dataset)
         if splits.params != params:
             raise DataError(cfg.split_file, f"split file was made with {splits.params} but the recipe asks for {params}; "
                             "delete the file or point data.split_file elsewhere")
         return splits
-    splits = make_splits(dataset, cfg.val_fraction, cfg.test_fraction, cfg.labelled, cfg.split_seed)
+    if given is not None:
+        splits = _given_splits(dataset, given, cfg)
+    else:
+        splits = make_splits(dataset, cfg.val_fraction, cfg.test_fraction, cfg.labelled, cfg.split_seed)
     if cfg.split_file:
         splits.save(cfg.split_file)
     return splits
+
+
+def pretraining_subset(dataset: ImageDataset, cfg: DataConfig) -> tuple[ImageDataset, Splits | None]:
+    """The images pretraining reads: the ``cfg.pretrain_splits`` parts (default train + val) when the data carries
+    its own split, so a held-out test part stays unseen; every image otherwise (there is no test part yet).
+
+    Returns the subset and the split it came from (``None`` for every image).
+    """
+    if given_parts(dataset, cfg.allow_group_leaks) is None:
+        return dataset, None
+    splits = splits_for(dataset, replace(cfg, labelled=None, split_file=None))
+    indices = sorted(i for name in cfg.pretrain_splits for i in splits[name])
+    if not indices:
+        raise DataError(dataset.records[0].image, f"the data's own split has no image in data.pretrain_splits "
+                        f"{cfg.pretrain_splits}; choose parts that hold images")
+    return dataset.subset(indices), splits
 
 
 def grouped_folds(groups: list[str], k: int, seed: int = 0) -> list[int]:

@@ -5,12 +5,14 @@ checkpoints, progress bars and clean stopping. Both :mod:`dinomed.ssl` and :mod:
 from dinomed.engine.checkpoint import load_checkpoint, save_checkpoint
 from dinomed.engine.device import PRECISIONS, Precision, resolve_device
 from dinomed.engine.engine import Engine
-from dinomed.engine.process import ProcessContext
+from dinomed.engine.process import ProcessContext, require_single_process
 from dinomed.engine.progress import progress_bar
 from dinomed.engine.runs import (
     CONFIG_FILE,
+    INIT_FILE,
     METRICS_FILE,
     RESUMABLE,
+    SUMMARY_FILE,
     MetricsLog,
     check_resumable,
     default_run_name,
@@ -21,7 +23,7 @@ from dinomed.engine.runs import (
 from dinomed.engine.signals import StopRequest, Stopped
 from dinomed.engine.step import Optimization, TrainingDiverged
 
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "PRECISIONS", "RESUMABLE", "Engine", "MetricsLog", "Optimization",
-           "Precision", "ProcessContext", "StopRequest", "Stopped", "TrainingDiverged", "check_resumable", "default_run_name",
-           "load_checkpoint", "new_run_dir", "progress_bar", "read_metrics", "resolve_device", "run_config",
-           "save_checkpoint"]
+__all__ = ["CONFIG_FILE", "Engine", "INIT_FILE", "METRICS_FILE", "MetricsLog", "Optimization", "PRECISIONS",
+           "Precision", "ProcessContext", "RESUMABLE", "SUMMARY_FILE", "StopRequest", "Stopped", "TrainingDiverged",
+           "check_resumable", "default_run_name", "load_checkpoint", "new_run_dir", "progress_bar", "read_metrics",
+           "require_single_process", "resolve_device", "run_config", "save_checkpoint"]

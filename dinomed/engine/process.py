@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["ProcessContext"]
+__all__ = ["ProcessContext", "require_single_process"]
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,25 @@ class ProcessContext:
 
     def all_true(self, flag: bool, device: torch.device) -> bool:
         """Whether ``flag`` holds in every process (so all processes take the same branch, e.g. stop together)."""
-        if not self.distributed:
-            return flag
-        value = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(value, op=dist.ReduceOp.MIN)
-        return bool(value.item() > 0)
+        return not self.any_true(not flag, device=device)
 
-    def any_true(self, flag: bool, device: torch.device) -> bool:
-        """Whether ``flag`` holds in at least one process."""
-        return not self.all_true(not flag, device)
+    def any_true(self, *flags: bool, device: torch.device) -> bool | tuple[bool, ...]:
+        """Whether each flag holds in at least one process (one collective for all of them); a single flag
+        gives a bool, several a tuple."""
+        agreed = flags
+        if self.distributed:
+            value = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
+            agreed = tuple(bool(v > 0) for v in value.tolist())
+        return agreed[0] if len(agreed) == 1 else tuple(agreed)
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` averaged over the processes (the logged loss of a multi-process run is the global one)."""
+        if not self.distributed:
+            return value
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        return value / self.world_size
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` in every process (e.g. the run directory name rank 0 chose)."""
@@ -98,3 +108,12 @@ class ProcessContext:
         """Leave the process group (end of a torchrun run)."""
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def require_single_process(command: str) -> None:
+    """Refuse to run ``command`` under torchrun: it trains in one process (fine-tuning a few dozen labelled images
+    gains nothing from several GPUs, and several copies would write the same run directory)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        raise ValueError(f"dinomed {command} runs in one process, but WORLD_SIZE is {world} (torchrun); launch it "
+                         "without torchrun (only pretraining runs on several processes)")

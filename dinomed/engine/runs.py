@@ -15,11 +15,13 @@ from typing import Any
 
 from dinomed.config import ConfigError
 
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "RESUMABLE", "MetricsLog", "check_resumable", "default_run_name",
+__all__ = ["CONFIG_FILE", "INIT_FILE", "METRICS_FILE", "RESUMABLE", "SUMMARY_FILE", "MetricsLog", "check_resumable", "default_run_name",
            "new_run_dir", "read_metrics", "run_config"]
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"  # the fully resolved recipe
+METRICS_FILE = "metrics.jsonl"  # one record per log step
+SUMMARY_FILE = "summary.json"  # a pretraining run's final metrics and verdict
+INIT_FILE = "init.json"  # what a continued pretraining loaded from its init weights
 # Settings a resumed run may change: where and how fast it computes, not what it computes.
 RESUMABLE = ("train.device", "train.precision", "train.num_threads", "data.num_workers")
 

@@ -13,7 +13,15 @@ from typing import Any
 from rich.console import Console
 
 from dinomed.config import Overrides, normalize_overrides
-from dinomed.engine import CONFIG_FILE, check_resumable, default_run_name, load_checkpoint, new_run_dir, run_config
+from dinomed.engine import (
+    CONFIG_FILE,
+    check_resumable,
+    default_run_name,
+    load_checkpoint,
+    new_run_dir,
+    require_single_process,
+    run_config,
+)
 from dinomed.files import atomic_write
 from dinomed.finetuning.model import MODEL_DIR, FinetunedModel, merged_backbone, read_model
 from dinomed.finetuning.trainer import LAST, FinetuneTrainer
@@ -41,6 +49,7 @@ class FinetuneResult:
 
 def start_finetuning(recipe: Recipe, console: Console) -> FinetuneTrainer:
     """Build the trainer of a new run; a run that cannot start leaves no half-written directory behind."""
+    require_single_process("finetune")
     cfg = recipe.finetune
     name = cfg.run_name or default_run_name(recipe.name, cfg.task, cfg.mode)
     with new_run_dir(cfg.output_dir, name) as run_dir:
@@ -51,6 +60,7 @@ def start_finetuning(recipe: Recipe, console: Console) -> FinetuneTrainer:
 
 def resume_finetuning(run_dir: Path, overrides: Overrides, console: Console) -> FinetuneTrainer:
     """The trainer of an existing run at its last checkpoint; only resumable settings may change."""
+    require_single_process("finetune")
     config = run_config(run_dir, "fine-tuning")
     check_resumable(key for key, _ in normalize_overrides(overrides))
     trainer = FinetuneTrainer(load_recipe(config, overrides=overrides), run_dir, console=console)

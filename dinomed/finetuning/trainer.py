@@ -28,7 +28,7 @@ from dinomed.config import to_dict
 from dinomed.data.datasets import build_dataset
 from dinomed.data.records import ImageDataset, SubsetDataset
 from dinomed.data.sampler import EpochSampler
-from dinomed.data.splits import Splits, splits_for
+from dinomed.data.splits import SPLITS_FILE, Splits, splits_for
 from dinomed.engine import METRICS_FILE, Engine, StopRequest, TrainingDiverged, load_checkpoint, progress_bar
 from dinomed.files import write_json
 from dinomed.finetuning.heads import build_head, head_class
@@ -40,7 +40,7 @@ from dinomed.seeding import item_seed, rng_state, set_rng_state
 from dinomed.ssl.optim import adamw
 
 LAST, BEST = "checkpoints/last.pt", "checkpoints/best.pt"
-SPLITS_FILE, FINAL_METRICS = "splits.json", "metrics.json"
+FINAL_METRICS = "metrics.json"
 DIVERGED_HINT = "Lower finetune.lr."
 
 
@@ -148,8 +148,7 @@ class FinetuneTrainer:
         else:
             splits = Splits.load(saved, view) if saved.is_file() else splits_for(view, self.recipe.data)
         splits.save(saved)
-        self.console.print(f"Splits (grouped): train {len(splits.train)} (labelled {len(splits.labelled)}), "
-                           f"val {len(splits.val)}, test {len(splits.test)} images.")
+        self.console.print(splits.describe())
         return splits
 
     def _build(self, dataset: ImageDataset, target: str) -> tuple[FinetunedModel, torch.nn.Module, Any]:

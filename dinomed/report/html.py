@@ -23,12 +23,14 @@ from typing import Any
 
 from rich.console import Console
 
-from dinomed.engine import CONFIG_FILE, METRICS_FILE, read_metrics
+from dinomed.engine import CONFIG_FILE, INIT_FILE, METRICS_FILE, SUMMARY_FILE, read_metrics
 from dinomed.files import atomic_write
-from dinomed.report.plots import collapse_figure, to_png, training_figure, verdict_line
+from dinomed.data.splits import SPLITS_FILE, Splits
+from dinomed.report.plots import collapse_figure, quality_figure, to_png, training_figure, verdict_line
 
 REPORT_FILE = "report.html"
-SECTIONS = ("summary", "config", "training", "collapse", "evaluation", "attention", "pca", "finetune")
+SECTIONS = ("summary", "config", "split", "init", "training", "collapse", "quality", "evaluation", "attention", "pca",
+            "finetune")
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
@@ -72,7 +74,7 @@ def _eval_html(result: dict[str, Any]) -> str:
         rows.append([f"recall {name}"] + [result["metrics"][s]["per_class_recall"].get(name) for s in splits])
     params = ", ".join(f"{k}={v}" for k, v in result.get("params", {}).items() if not isinstance(v, dict))
     sizes = ", ".join(f"{k} {v}" for k, v in result.get("split_sizes", {}).items())
-    title = f"{result.get('method', '?')} — backbone {result.get('backbone', '?')}"
+    title = f"{result.get('method', '?')} — backbone {result.get('backbone_source', '?')}"
     return (f"<h3>{html.escape(title)}</h3><p>{html.escape(params)}; split sizes: {html.escape(sizes)}</p>"
             + _table(["metric"] + splits, rows))
 
@@ -90,6 +92,8 @@ class _Builder:
         try:
             body = render()
             self.present.append(key)
+        except _NotApplicable:
+            return
         except _Missing as why:
             self.missing[key] = str(why)
             body = f'<p class="missing">Missing: {html.escape(str(why))}</p>'
@@ -98,6 +102,10 @@ class _Builder:
 
 class _Missing(Exception):
     """A report section whose inputs are not in the run directory."""
+
+
+class _NotApplicable(Exception):
+    """A report section this kind of run does not have (no init weights, no split of its own): left out."""
 
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:
@@ -129,9 +137,9 @@ def _overview(run_dir: Path) -> str:
 
 
 def _summary(run_dir: Path) -> str:
-    path = run_dir / "summary.json"
+    path = run_dir / SUMMARY_FILE
     if not path.is_file():
-        raise _Missing(f"no summary.json in {run_dir} (the run has not finished)")
+        raise _Missing(f"no {SUMMARY_FILE} in {run_dir} (the run has not finished)")
     summary = json.loads(path.read_text(encoding="utf-8"))
     return _table(["key", "value"], [[k, v] for k, v in summary.items()])
 
@@ -144,6 +152,40 @@ def _config(run_dir: Path) -> str:
     # folded: the full recipe is long (every default filled in) and would push the plots off the first screen
     return (f"<details><summary>{len(text.splitlines())} lines of YAML ({html.escape(str(path))}); click to show"
             f"</summary><pre>{html.escape(text)}</pre></details>")
+
+
+def _split(run_dir: Path) -> str:
+    path = run_dir / SPLITS_FILE
+    if not path.is_file():  # pretraining on data without a split of its own reads every image
+        raise _NotApplicable
+    splits = Splits.read(path)
+    groups = {name: len({splits.groups[i] for i in splits[name]}) for name in splits}
+    rows = [[name, len(splits[name]), groups[name]] for name in splits]
+    return f"<p>{html.escape(splits.describe())}</p>" + _table(["part", "images", "groups"], rows)
+
+
+def _init(run_dir: Path) -> str:
+    path = run_dir / INIT_FILE
+    if not path.is_file():  # the run started from random weights
+        raise _NotApplicable
+    report = json.loads(path.read_text(encoding="utf-8"))
+    rows = [["source", report["source"]], ["kind", report["kind"]], ["architecture", report["arch"]],
+            ["loaded tensors", len(report["loaded"])], ["newly initialised", ", ".join(report["initialised"]) or "none"],
+            ["ignored", ", ".join(report["ignored"]) or "none"], *[["note", n] for n in report["notes"]]]
+    return _table(["", ""], rows)
+
+
+def _quality(run_dir: Path) -> str:
+    records = _records(run_dir)
+    path = run_dir / SUMMARY_FILE
+    summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    line = (f"verdict: {summary['verdict']} — probes {summary.get('quality_detail', '')}" if "verdict" in summary
+            else "no verdict yet (the run has not finished)")
+    try:
+        figure = quality_figure(records)
+    except ValueError as err:
+        raise _Missing(str(err)) from None
+    return f'<p class="verdict">{html.escape(line)}</p>' + png_img(to_png(figure), "probes")
 
 
 def _training(run_dir: Path) -> str:
@@ -247,8 +289,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, samples:
     pictures = _Pictures(run_dir, samples)
     builder.add("summary", "Run summary", lambda: _summary(run_dir))
     builder.add("config", "Resolved config", lambda: _config(run_dir))
+    builder.add("split", "Data split used", lambda: _split(run_dir))
+    builder.add("init", "Initial weights (continued pretraining)", lambda: _init(run_dir))
     builder.add("training", "Training curves", lambda: _training(run_dir))
     builder.add("collapse", "Collapse diagnostics", lambda: _collapse(run_dir))
+    builder.add("quality", "Is it learning? Probes against random init", lambda: _quality(run_dir))
     builder.add("evaluation", "kNN and linear probe", lambda: _evaluation(run_dir))
     builder.add("attention", "Attention maps (last block, CLS token)", pictures.attention)
     builder.add("pca", "Patch-feature PCA", pictures.pca)

@@ -120,3 +120,37 @@ def verdict_line(records: Records) -> str:
     except (KeyError, ValueError) as err:
         return f"no collapse verdict: {err.args[0] if err.args else err}"
     return f"{verdict}: {why}"
+
+
+# (probe key, title, what it is compared with): each panel draws the value and its reference as a dashed line
+QUALITY_PANELS = (
+    ("rankme", "RankMe (effective rank of teacher CLS)", "rankme_random"),
+    ("knn", "kNN balanced accuracy (held-out probe groups)", "knn_random"),
+    ("jaccard", "attention Jaccard vs masks (best head)", "jaccard_random"),
+    ("cka_init", "similarity to the init (forgetting)", None),
+)
+
+
+def quality_figure(records: Records, *, title: str = "") -> Figure:
+    """The probes of :mod:`dinomed.ssl.probes` over the run, each against its random-init value (dashed); a
+    continued run adds linear CKA and the mean cosine to its init's features."""
+    panels = [p for p in QUALITY_PANELS if _series(records, p[0])[1]]
+    if not panels:
+        raise ValueError("no probe values in the records (train.probe_every 0, or a run from before probes)")
+    figure = Figure(figsize=(4.2 * len(panels), 3.2))
+    for index, (key, name, reference) in enumerate(panels):
+        ax = figure.add_subplot(1, len(panels), index + 1)
+        ax.plot(*_series(records, key), marker="o", markersize=3, label="teacher")
+        if reference is not None:
+            _hline(ax, _last(records, reference), "random init", "--")
+        else:
+            ax.plot(*_series(records, "cos_init"), marker="s", markersize=3, label="mean cosine to the init")
+            ax.set_ylim(0, 1.05)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    if title:
+        figure.suptitle(title, fontsize=9, wrap=True)
+    figure.tight_layout()
+    return figure

@@ -40,9 +40,8 @@ from dinomed.models.backbones import (
 )
 from dinomed.ssl.trainer import CHECKPOINT
 
-__all__ = ["INIT_REPORT", "InitWeights", "InitReport", "read_init", "apply_init"]
+__all__ = ["InitWeights", "InitReport", "read_init", "apply_init"]
 
-INIT_REPORT = "init.json"
 # DINO's and DINOv2's heads use the old weight_norm names; dinomed's uses torch's parametrizations.
 _HEAD_RENAMES = {"last_layer.weight_g": "last_layer.parametrizations.weight.original0",
                  "last_layer.weight_v": "last_layer.parametrizations.weight.original1"}

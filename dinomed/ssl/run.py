@@ -17,8 +17,10 @@ from torch import nn
 from dinomed.config import Overrides, normalize_overrides
 from dinomed.engine import (
     CONFIG_FILE,
+    INIT_FILE,
     METRICS_FILE,
     RESUMABLE,
+    SUMMARY_FILE,
     ProcessContext,
     check_resumable,
     default_run_name,
@@ -27,14 +29,14 @@ from dinomed.engine import (
     read_metrics,
     run_config,
 )
+from dinomed.data.splits import SPLITS_FILE
 from dinomed.files import atomic_write, write_json
 from dinomed.recipe import Recipe, load_recipe
-from dinomed.ssl.init import INIT_REPORT, InitWeights, apply_init, read_init
+from dinomed.ssl.init import InitWeights, apply_init, read_init
 from dinomed.ssl.monitor import HEALTHY, collapse_verdict
 from dinomed.ssl.probes import quality_verdict
 from dinomed.ssl.trainer import CHECKPOINT, DINOTrainer
 
-SUMMARY_FILE = "summary.json"
 # A resumed pretrain may also stop earlier or later: max_steps does not change the schedules.
 PRETRAIN_RESUMABLE = (*RESUMABLE, "train.max_steps")
 
@@ -79,10 +81,12 @@ def start_pretraining(recipe: Recipe, console: Console) -> DINOTrainer:
             report = apply_init(weights, trainer.student, trainer.teacher, trainer.loss_fn)
             trainer.console.print(report.summary(), highlight=False)
             if process.is_main:
-                write_json(run_dir / INIT_REPORT, report.to_dict())
+                write_json(run_dir / INIT_FILE, report.to_dict())
         trainer.calibrate_probes()
         if process.is_main:
             atomic_write(run_dir / CONFIG_FILE, recipe.to_yaml())
+            if trainer.splits is not None:  # the split pretraining read (the data's own)
+                trainer.splits.save(run_dir / SPLITS_FILE)
     trainer.console.print(f"Run directory: {run_dir}")
     process.barrier()
     return trainer

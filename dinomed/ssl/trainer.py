@@ -24,7 +24,9 @@ from torch.utils.data import DataLoader
 from dinomed.augment.backend import worker_init
 from dinomed.augment.multicrop import MultiCropDataset, build_eval_transform, build_multicrop
 from dinomed.data.datasets import build_dataset
+from dinomed.data.records import SPLIT_NAMES
 from dinomed.data.sampler import EpochSampler
+from dinomed.data.splits import pretraining_subset
 from dinomed.engine import METRICS_FILE, Engine, MetricsLog, StopRequest, TrainingDiverged, progress_bar, read_metrics
 from dinomed.models.backbones import BackboneSpec, save_backbone
 from dinomed.recipe import Recipe
@@ -52,7 +54,12 @@ class DINOTrainer:
                              seed=train.seed, console=console)
         self.console, self.world = self.engine.console, self.engine.process.world_size
 
-        self.dataset = build_dataset(recipe.data, recipe.modality)
+        self.dataset, self.splits = pretraining_subset(build_dataset(recipe.data, recipe.modality), recipe.data)
+        if self.splits is not None:
+            held_out = sorted(set(SPLIT_NAMES) - set(recipe.data.pretrain_splits))
+            self.console.print(f"Pretraining on the {' + '.join(recipe.data.pretrain_splits)} part(s) of the data's "
+                               f"own split: {len(self.dataset)} images; held out: "
+                               + (", ".join(f"{name} ({len(self.splits[name])})" for name in held_out) or "none"))
         if recipe.data.uses_phantom:
             size = "x".join(str(s) for s in recipe.data.phantom.size)
             self.console.print(
@@ -257,10 +264,11 @@ class DINOTrainer:
                     reporter.stepped(crops[0].shape[0] * self.world, loss, monitor)
                     if self.step % train.checkpoint_every == 0:
                         self.save()
-                    stopping = self.engine.process.any_true(stop.requested or self.hopeless, self.engine.device)
-                    if self.step >= self.last_step or stopping or self.step % self.steps_per_epoch == 0:
-                        if stopping and not stop.requested and not self.hopeless:
-                            stop.signum = signal.SIGTERM  # another process was asked to stop: stop together
+                    signalled, self.hopeless = self.engine.process.any_true(
+                        stop.requested, self.hopeless, device=self.engine.device)  # every process stops together
+                    if signalled and not stop.requested:
+                        stop.signum = signal.SIGTERM  # another process was asked to stop
+                    if self.step >= self.last_step or signalled or self.hopeless or self.step % self.steps_per_epoch == 0:
                         break
                 if self.hopeless:
                     break
@@ -290,7 +298,8 @@ class _Reporter:
         self.task = self.progress.add_task("pretrain", total=trainer.last_step, completed=trainer.step,
                                            loss=float("nan"), lr=0.0, mom=0.0, ips=0.0, wait=0.0, quality="")
         self.tick, self.images, self.waited = time.perf_counter(), 0, 0.0
-        self.first_loss = next((r["loss"] for r in read_metrics(log.path) if "loss" in r), None) if log else None
+        earlier = read_metrics(log.path) if log and log.path.exists() else []  # a resumed run's first loss
+        self.first_loss = next((r["loss"] for r in earlier if "loss" in r), None)
         self.warned: set[str] = set()
 
     def wait(self, batches: Iterator[Any]) -> Any:
@@ -310,6 +319,7 @@ class _Reporter:
     def _record(self, loss: torch.Tensor, monitor: dict[str, Any]) -> None:
         trainer = self.trainer
         elapsed = max(time.perf_counter() - self.tick, 1e-9)
+        loss = trainer.engine.process.mean(loss)  # every process records at the same steps
         record = trainer.record(loss.item(), monitor, self.images / elapsed, self.waited / elapsed)
         self.tick, self.images, self.waited = time.perf_counter(), 0, 0.0
         if trainer.probe_due():

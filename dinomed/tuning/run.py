@@ -23,10 +23,11 @@ import yaml
 from rich.console import Console
 
 from dinomed.data.readers import DataError
-from dinomed.engine import CONFIG_FILE, Stopped, TrainingDiverged, progress_bar
+from dinomed.engine import CONFIG_FILE, Stopped, TrainingDiverged, progress_bar, require_single_process
 from dinomed.files import write_json
 from dinomed.finetuning.run import resume_finetuning, run_finetuning, start_finetuning
-from dinomed.finetuning.trainer import FINAL_METRICS, SPLITS_FILE
+from dinomed.data.splits import SPLITS_FILE
+from dinomed.finetuning.trainer import FINAL_METRICS
 from dinomed.recipe import Recipe, load_recipe
 from dinomed.tuning.objective import CrossValidation, search_splits
 from dinomed.tuning.report import save_plots, top_trials, trials_table
@@ -83,6 +84,7 @@ def run_tuning(
     ``finetune.output_dir/tune-<study>``). ``retrain=False`` stops after the search (no test evaluation).
     """
     console = console or Console()
+    require_single_process("tune")
     name = study or _study_name(base)
     run_dir = Path(out) if out is not None else Path(base.finetune.output_dir) / f"tune-{name}"
     opened = open_storage(storage) if storage else None  # a bad URL fails before any data or training

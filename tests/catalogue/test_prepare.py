@@ -78,6 +78,22 @@ def test_group_disjoint_split_is_kept(tmp_path: Path) -> None:
     assert {r["split"] for r in _rows(result.manifest)} == {"train", "val", "test"}
 
 
+def test_a_prepared_dataset_split_is_honoured_by_training(tmp_path: Path) -> None:
+    """The split `prepare` keeps is the split fine-tuning, evaluation and pretraining use."""
+    from dinomed.data.datasets import build_dataset
+    from dinomed.data.splits import splits_for
+    from dinomed.recipe import load_recipe
+
+    _, result, _ = _prepare_mimic("flir", tmp_path)
+    recipe = load_recipe("thermal", overrides=["data.source=coco", f"data.annotations={result.out / 'annotations.json'}"])
+    dataset = build_dataset(recipe.data, recipe.modality)
+    splits = splits_for(dataset, recipe.data)
+    written = {Path(r["image"]).name: r["split"] for r in _rows(result.manifest)}
+    assert splits.given and all(splits[name] for name in ("train", "val", "test"))
+    for name in ("train", "val", "test"):
+        assert {written[Path(dataset.records[i].image).name] for i in splits[name]} == {name}
+
+
 def test_idempotent_and_source_untouched(tmp_path: Path) -> None:
     source = tmp_path / "src"
     MIMICS["cvc"](source)

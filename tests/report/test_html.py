@@ -73,10 +73,10 @@ def test_partial_run_renders_what_exists_and_lists_the_rest(tmp_path: Path) -> N
     report = build_report(run_dir)
     assert report.path == run_dir / "report.html"
     assert set(report.present) == {"config", "training", "collapse", "evaluation"}
-    assert set(report.missing) == {"summary", "attention", "pca", "finetune"}
+    assert set(report.missing) == {"summary", "quality", "attention", "pca", "finetune"}
     page = _parse(report.path)
-    assert page.sections == ["missing", "summary", "config", "training", "collapse", "evaluation", "attention",
-                             "pca", "finetune"]
+    assert page.sections == ["missing", "summary", "config", "training", "collapse", "quality", "evaluation",
+                             "attention", "pca", "finetune"]  # split and init: a from-scratch run without them
     assert len(page.images) == 2 and not page.external
     _assert_images_are_pngs(page)
     text = report.path.read_text(encoding="utf-8")
@@ -101,13 +101,12 @@ FINETUNE = ["finetune.image_size=32", "finetune.epochs=1", "finetune.batch_size=
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real run dir: the DINO trainer's output on a tiny OCT phantom, ``dinomed eval knn`` on it, and a LoRA
     segmentation fine-tune of its backbone in ``RUN_DIR/finetune/seg`` (~10 s on 2 cores)."""
-    from dinomed.eval.evaluate import evaluate
-    from dinomed.api import finetune, pretrain
+    from dinomed.api import evaluate, finetune, pretrain
 
     root = tmp_path_factory.mktemp("runs")
     run = pretrain("oct", overrides=[*PRETRAIN, f"train.output_dir={root}", "train.run_name=oct-run"], quick=True)
     with pytest.warns(UserWarning, match="exceeds"):  # 32 phantom images: fewer than k=20 in the train split
-        evaluate(run.run_dir, method="knn", overrides=[f"eval.cache_dir={root / 'cache'}"])
+        evaluate(backbone=run.run_dir, method="knn", overrides=[f"eval.cache_dir={root / 'cache'}"])
     finetune("oct", task="seg", backbone=run.run_dir, overrides=FINETUNE, out=run.run_dir / "finetune" / "seg")
     return run.run_dir
 

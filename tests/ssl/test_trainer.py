@@ -80,7 +80,7 @@ def test_resume_refuses_changing_the_run(tmp_path: Path) -> None:
         pretrain(resume=tmp_path / "c", overrides=["optim.lr=1.0"])
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _poison_step_three(monkeypatch: pytest.MonkeyPatch) -> None:
     from dinomed.ssl import trainer as trainer_module
 
     original = trainer_module.DINOLoss.forward
@@ -92,9 +92,35 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, mo
         return loss * float("nan") if calls["n"] == 4 else loss
 
     monkeypatch.setattr(trainer_module.DINOLoss, "forward", poisoned)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _poison_step_three(monkeypatch)
     with pytest.raises(TrainingDiverged, match="loss is nan at step 3.*last good checkpoint kept"):
         pretrain("oct", overrides=_tiny(tmp_path, "d"), quick=True)
     assert load_checkpoint(tmp_path / "d" / CHECKPOINT)["step"] == 2
+
+
+def test_the_cli_reports_a_diverged_run_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from dinomed.cli import main
+
+    _poison_step_three(monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        main(["pretrain", "--recipe", "oct", "--quick", *[f"--set={s}" for s in _tiny(tmp_path, "cli")]])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "Traceback" not in err
+    assert err.startswith("error: training diverged: loss is nan at step 3") and "last.pt" in err.replace("\n", "")
+
+
+def test_bf16_on_the_cpu_follows_fp32_and_fp16_needs_cuda(tmp_path: Path) -> None:
+    fp32 = pretrain("oct", overrides=_tiny(tmp_path, "fp32", "train.max_steps=4", "train.precision=fp32"), quick=True)
+    bf16 = pretrain("oct", overrides=_tiny(tmp_path, "bf16", "train.max_steps=4", "train.precision=bf16"), quick=True)
+    losses = lambda run: [r["loss"] for r in read_metrics(run.run_dir / "metrics.jsonl") if "loss" in r]  # noqa: E731
+    assert losses(bf16) == pytest.approx(losses(fp32), rel=2e-2)  # bf16 keeps 8 mantissa bits; the loss stays fp32
+    assert losses(bf16) != losses(fp32)  # bf16 autocast really ran
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="precision fp16 needs a CUDA device"):
+            pretrain("oct", overrides=_tiny(tmp_path, "fp16", "train.precision=fp16"), quick=True)
 
 
 def test_interrupt_saves_and_resume_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,8 +158,8 @@ def test_kill_dash_nine_then_resume_matches_uninterrupted(tmp_path: Path) -> Non
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     full = pretrain("oct", overrides=_tiny(tmp_path, "whole", "train.epochs=4"), quick=True)
-    a = read_metrics(full.run_dir / "metrics.jsonl")
-    b = read_metrics(tmp_path / "killed" / "metrics.jsonl")
+    a = [r for r in read_metrics(full.run_dir / "metrics.jsonl") if "loss" in r]
+    b = [r for r in read_metrics(tmp_path / "killed" / "metrics.jsonl") if "loss" in r]
     assert [r["step"] for r in b] == [r["step"] for r in a] and b[-1]["step"] == 16
     for ra, rb in zip(a, b):
         assert all(ra[k] == rb[k] for k in SCHEDULE_KEYS)
