@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
+from dinomed.models import nat
 from dinomed.models.nat import (
     NAT,
     NeighborhoodAttention2D,
@@ -63,6 +65,33 @@ def test_fast_path_matches_reference_forward_and_backward(height, width, kernel,
 
 def test_fast_path_is_exact_in_float64() -> None:
     _assert_paths_agree(20, 19, 5, 2, 2, 9, dtype=torch.float64, tol=1e-12)
+
+
+def test_chunked_tiles_match_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large maps are processed a few tiles at a time; here one tile per chunk."""
+    monkeypatch.setattr(nat, "_CHUNK", 1)
+    _assert_paths_agree(20, 19, 5, 2, 2, 9)
+
+
+def test_attention_dropout_gradients() -> None:
+    """With a fixed seed the dropped-out attention is one function; its backward replays the same masks."""
+    plan = nat._plan(5, 6, (3, 3), (1, 1), 5, torch.device("cpu"))
+    q, k, v = (torch.randn(1, 2, 30, 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    table = nat._bias_table(torch.randn(2, 5, 5, dtype=torch.float64), 5, q).requires_grad_()
+    dropped = functools.partial(nat._TiledAttention.apply, plan=plan, scale=0.5, dropout=0.3, seed=7)
+    assert not torch.equal(dropped(q, k, v, table), nat._TiledAttention.apply(q, k, v, table, plan, 0.5, 0.0, None))
+    assert torch.autograd.gradcheck(lambda *args: dropped(*args), (q, k, v, table))
+
+
+def test_bfloat16_runs_close_to_float32() -> None:
+    q, k, v, rpb = _qkv_rpb(9, 13, 2, 13)
+    ref = neighborhood_attention_reference(q, k, v, 7, 1, rpb)
+    half = [t.detach().bfloat16().requires_grad_() for t in (q, k, v, rpb)]
+    out = neighborhood_attention(*half[:3], 7, 1, half[3])
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=5e-2)
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.isfinite().all() for t in half)
 
 
 @pytest.mark.parametrize(("height", "width", "kernel"), [(3, 12, (3, 7)), (2, 5, (2, 5))])
