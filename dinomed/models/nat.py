@@ -680,7 +680,7 @@ class NAT(nn.Module):
             kernel_size: odd neighbourhood side, shared by all blocks.
             dilations: per stage, one dilation per block (DiNAT alternates 1 with a larger one); ``None`` = all 1.
             drop_rate: dropout before the classifier; ``proj_drop_rate`` / ``attn_drop_rate`` inside blocks.
-            drop_path_rate: stochastic depth, rising linearly to this over all blocks.
+            drop_path_rate: stochastic depth, rising linearly to this over all blocks (NAT-Mini/Tiny: 0.2).
             layer_scale: initial value of per-channel branch scales, or ``None`` for none.
             img_size, dynamic_img_size: accepted so the ViT construction path (``create_model(...,
                 img_size=112, dynamic_img_size=True)``) also builds NAT; unused, since without position
