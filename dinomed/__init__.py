@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 # name -> module that defines it: the whole public API, each imported on first use
 _API = {
     **dict.fromkeys(("pretrain", "finetune", "tune", "evaluate", "knn_eval", "linear_eval", "attention_maps",
-                     "pca_maps", "augment_preview", "predict", "merge", "build_report", "load_backbone",
+                     "pca_maps", "augment_preview", "predict", "merge", "export", "build_report", "load_backbone",
                      "load_model"), "dinomed.api"),
     "load_recipe": "dinomed.recipe",
     "Recipe": "dinomed.recipe",
@@ -36,6 +36,7 @@ _API = {
     "PredictResult": "dinomed.finetuning.predict",
     "Report": "dinomed.report.html",
     "FinetunedModel": "dinomed.finetuning.model",
+    "OnnxExport": "dinomed.finetuning.export",
     "TrainingDiverged": "dinomed.engine",
     "ConfigError": "dinomed.config",
     "DataError": "dinomed.data.readers",
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name load
         augment_preview,
         build_report,
         evaluate,
+        export,
         finetune,
         knn_eval,
         linear_eval,
@@ -64,6 +66,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name load
     from dinomed.data.readers import DataError
     from dinomed.engine import TrainingDiverged
     from dinomed.eval.evaluate import EvalResult
+    from dinomed.finetuning.export import OnnxExport
     from dinomed.finetuning.heads import TaskHead, register_head
     from dinomed.finetuning.model import FinetunedModel
     from dinomed.finetuning.predict import PredictResult

@@ -30,6 +30,7 @@ from dinomed.recipe import Recipe, load_recipe
 if TYPE_CHECKING:
     from dinomed.data.records import ImageDataset
     from dinomed.eval.evaluate import EvalResult
+    from dinomed.finetuning.export import OnnxExport
     from dinomed.finetuning.model import FinetunedModel
     from dinomed.finetuning.predict import PredictResult
     from dinomed.finetuning.run import FinetuneResult
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from dinomed.tuning.run import TuneResult
 
 __all__ = ["pretrain", "finetune", "tune", "evaluate", "knn_eval", "linear_eval", "attention_maps", "pca_maps",
-           "augment_preview", "predict", "merge", "build_report", "load_backbone", "load_model", "load_recipe"]
+           "augment_preview", "predict", "merge", "export", "build_report", "load_backbone", "load_model", "load_recipe"]
 
 RecipeLike = str | Path | Mapping[str, Any] | Recipe
 
@@ -212,6 +213,17 @@ def merge(run_dir: str | Path, out: str | Path, *, console: Console | None = Non
     path = merge_run(run_dir, out)
     _console(console).print(f"Merged backbone written to {path}")
     return path
+
+
+def export(run_dir: str | Path, *, onnx: str | Path, console: Console | None = None) -> OnnxExport:
+    """A fine-tuned model (run dir or its ``model/``) as an ONNX graph for onnxruntime: LoRA merged, dynamic batch,
+    input size and normalisation in the metadata, checked against PyTorch (needs ``pip install "dinomed[deploy]"``)."""
+    from dinomed.finetuning.export import export_onnx
+
+    exported = export_onnx(load_model(run_dir), onnx)
+    _console(console).print(f"Wrote {exported.path} (onnxruntime vs PyTorch on a random batch: largest difference "
+                            f"{exported.max_abs_diff:.2e})")
+    return exported
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, samples: int = 4,

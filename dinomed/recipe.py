@@ -7,6 +7,7 @@ the quick profile when asked (``recipes/profiles/quick.yaml``), then ``--set`` o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from dinomed.ssl.config import DINOConfig, OptimConfig, TrainConfig
 from dinomed.registry import MODALITIES
 from dinomed.tuning.config import TuneConfig
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# Shipped inside the package (a wheel has them too); the repository's top-level recipes/ is a link to this folder.
+RECIPES_DIR = Path(str(files("dinomed") / "recipes"))
 PROFILES_DIR = RECIPES_DIR / "profiles"
 
 

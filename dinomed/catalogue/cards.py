@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +143,10 @@ class DatasetCard:
 
 
 def cards_dir() -> Path:
-    """Folder holding the cards: ``$DINOMED_CARDS`` or the repository's top-level ``datasets/``."""
+    """Folder holding the cards: ``$DINOMED_CARDS``, else the cards shipped in the package (the repository's
+    top-level ``datasets/`` links there)."""
     env = os.environ.get("DINOMED_CARDS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "datasets"
+    return Path(env) if env else Path(str(files("dinomed.catalogue") / "cards"))
 
 
 def card_names(directory: Path | None = None) -> list[str]:

@@ -19,26 +19,47 @@ from dinomed.cli import tune as _tune  # noqa: E402,F401
 from dinomed.cli.app import app, err_console  # noqa: E402
 from dinomed.config import ConfigError  # noqa: E402
 from dinomed.engine import TrainingDiverged  # noqa: E402
+from dinomed.extras import MissingExtra  # noqa: E402
 from dinomed.tuning.run import NoTrialCompleted  # noqa: E402
 
 # Errors a user can act on (bad recipe, data, weights; a diverged run): one line, exit status 1, no traceback.
 # Usage errors (unknown option or command, missing argument) are click's: its usage message and exit status 2.
 USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
-               KeyError, TrainingDiverged, NoTrialCompleted)
+               KeyError, TrainingDiverged, NoTrialCompleted, MissingExtra)
+
+
+def _is(err: BaseException, name: str) -> bool:
+    """Whether ``err`` is click's ``name`` exception, from click itself or the copy a typer release vendors."""
+    return any(cls.__name__ == name for cls in type(err).__mro__)
+
+
+def _usage_context(argv: list[str]) -> object | None:
+    """The click context of the command ``argv`` names (some parser errors carry none, so no usage line)."""
+    import typer
+
+    group = typer.main.get_command(app)
+    top = group.context_class(group, info_name="dinomed")
+    name = next((a for a in argv if not a.startswith("-")), None)
+    command = group.get_command(top, name) if name else None
+    return command.context_class(command, info_name=name, parent=top) if command else top
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``dinomed`` console script and ``python -m dinomed``.
-
-    The app runs in click's standalone mode, so usage errors are reported by whichever click (or typer's vendored
-    copy) is installed; only dinomed's own errors reach the handler below.
-    """
+    """Entry point of the ``dinomed`` console script and ``python -m dinomed``."""
     try:
-        app(args=argv, prog_name="dinomed")
-    except SystemExit as done:  # standalone mode ends every command with SystemExit; 0 means success
-        if done.code not in (0, None):
-            raise
+        code = app(args=argv, prog_name="dinomed", standalone_mode=False)
     except USER_ERRORS as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(1)
+    except Exception as err:
+        if _is(err, "ClickException"):  # usage errors: click's usage message, exit status 2
+            if _is(err, "UsageError") and err.ctx is None:
+                err.ctx = _usage_context(sys.argv[1:] if argv is None else argv)
+            err.show()
+            sys.exit(err.exit_code)
+        if _is(err, "Abort"):  # Ctrl-C outside a training loop (which saves and exits 130 itself)
+            sys.exit(130)
+        raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -68,6 +68,17 @@ def predict(
 
 
 @app.command()
+def export(
+    run: Path = typer.Argument(..., help="Fine-tuning run directory (or its model/ folder)."),
+    onnx: Path = typer.Option(..., "--onnx", help="ONNX file to write (needs: pip install \"dinomed[deploy]\")."),
+) -> None:
+    """Export a fine-tuned model as ONNX for onnxruntime: LoRA merged, dynamic batch, preprocessing in metadata."""
+    from dinomed.api import export as run_export
+
+    run_export(run, onnx=onnx, console=console)
+
+
+@app.command()
 def merge(
     run: Path = typer.Argument(..., help="Fine-tuning run directory (LoRA)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for backbone.safetensors + backbone.json."),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from dinomed.config import option
 
-DATA_SOURCES = ("phantom", "folder", "manifest", "coco")
+DATA_SOURCES = ("auto", "phantom", "folder", "manifest", "coco")
 INTENSITY_MODES = ("auto", "window", "percentile", "thermal")
 MANIFEST_ROLES = ("image", "label", "mask", "depth", "group", "split")
 IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz"]
@@ -28,9 +28,12 @@ def _check_range(name: str, pair: tuple[float, float] | None) -> None:
 
 @dataclass
 class DataConfig:
-    """Where the images come from; ``source: phantom`` (or no ``root``) uses the built-in phantom of the modality."""
+    """Where the images come from: the user's files, or the built-in phantom of the modality when none are named."""
 
-    source: str = option("phantom", "dataset type", choices=DATA_SOURCES)
+    source: str = option(
+        "auto", "dataset type. auto: manifest when data.manifest is set, coco when data.annotations is, folder when "
+        "only data.root is, else the built-in phantom; an explicit phantom with a path set is an error (your data "
+        "is never silently replaced by synthetic images)", choices=DATA_SOURCES)
     root: str | None = option(
         None, "folder holding the images (folder source); for manifest/coco, the folder image paths are relative to "
         "(default: the manifest's folder; for coco its images/ sub-folder when present)"
@@ -87,16 +90,34 @@ class DataConfig:
     pretrain_splits: list[str] = option(
         ["train", "val"], "the parts of the split (the data's own, else grouped) that pretraining reads; the test "
         "part is held out by default so that evaluating on it afterwards is honest", choices=("train", "val", "test"))
+    min_size: int = option(8, "smallest image side accepted, in pixels (one patch of the finest ViT, /8; raise it "
+                           "to your model's patch); smaller images are an error naming the file (skipped with "
+                           "on_error: skip)", min=1)
     on_error: str = option("raise", "unreadable file: 'raise' stops, 'skip' drops it and reports", choices=("raise", "skip"))
     num_workers: int = option(2, "DataLoader worker processes", min=0)
     phantom: PhantomConfig = option(default_factory=PhantomConfig)
 
     @property
     def uses_phantom(self) -> bool:
-        """True when the built-in phantom is the data: ``source: phantom``, or nothing that points at files."""
-        return self.source == "phantom" or (self.root is None and self.manifest is None and self.annotations is None)
+        """True when the built-in phantom is the data."""
+        return self.source == "phantom"
+
+    def _resolve_source(self) -> None:
+        named = {"manifest": self.manifest, "coco": self.annotations}
+        if self.source == "auto":
+            given = [source for source, value in named.items() if value]
+            if len(given) > 1:
+                raise ValueError("both data.manifest and data.annotations are set; set data.source to the one to read")
+            self.source = given[0] if given else "folder" if self.root else "phantom"
+        elif self.source == "phantom":
+            paths = [f"data.{k}" for k in ("root", "manifest", "annotations") if getattr(self, k)]
+            if paths:
+                raise ValueError(f"source is phantom but {', '.join(paths)} is set: the run would train on synthetic "
+                                 "images, not on your files; set data.source=auto (it picks the source from the "
+                                 "path) or drop the path")
 
     def __post_init__(self) -> None:
+        self._resolve_source()
         if self.source == "folder" and not self.root:
             raise ValueError("source 'folder' needs root: the folder holding the images")
         if self.source == "manifest" and not self.manifest:

@@ -129,6 +129,9 @@ class FileDataset(SkipOnError, ImageDataset):
             raw, meta = read_thermal(path, self.cfg.thermal_gain, self.cfg.thermal_offset, frame)
         else:
             raw, meta = read_image(path, frame, nifti_axis=self.cfg.nifti_axis)
+        if min(raw.shape[:2]) < self.cfg.min_size:
+            raise DataError(path, f"image is {raw.shape[1]}x{raw.shape[0]} px, smaller than data.min_size "
+                            f"({self.cfg.min_size} px); lower data.min_size or drop the file (data.on_error: skip)")
         return to_channels(normalise(raw, meta, self.cfg), self.cfg.channels), meta
 
     def load(self, record: Record) -> dict[str, Any]:
@@ -155,13 +158,18 @@ class FileDataset(SkipOnError, ImageDataset):
         return target
 
 
-def _inside(root: Path, relative: str, source: str | Path, where: str, limit: Path | None = None) -> Path:
-    """``root / relative`` resolved; a path leaving ``limit`` (default ``root``) is an error."""
-    path = (root / relative).resolve()
+def _inside(root: Path, path: str, source: str | Path, where: str, limit: Path | None = None) -> Path:
+    """Where a listed path points: an absolute path as it is (hospitals export absolute lists); a relative one under
+    ``root``, which it must not leave (``limit``, default ``root``), so a typo cannot reach other folders."""
+    if Path(path).is_absolute():
+        return Path(path)
+    resolved = (root / path).resolve()
     limit = limit or root
-    if not path.is_relative_to(limit.resolve()):
-        raise DataError(source, f"{where}: path '{relative}' points outside the data root {limit}")
-    return path
+    if not resolved.is_relative_to(limit.resolve()):
+        raise DataError(source, f"{where}: relative path '{path}' leaves the data root {limit}; relative paths are "
+                        "read from data.root (default: the folder of the list), so set data.root to a folder above "
+                        "them, or list absolute paths")
+    return resolved
 
 
 class FolderDataset(FileDataset):
@@ -383,6 +391,16 @@ class CocoCropDataset(FileDataset):
         return {"image": crop, "label": record.label,
                 "meta": {**meta, **record.meta, "path": record.image, "group": record.group, "split": record.split,
                          "modality": self.modality}}
+
+
+def describe_source(cfg: DataConfig, modality: str, count: int) -> str:
+    """One console line naming the data a run reads (so synthetic data is never taken for the user's)."""
+    if cfg.uses_phantom:
+        size = "x".join(str(s) for s in cfg.phantom.size)
+        return (f"Data: the built-in {modality} phantom ({count} synthetic images, {size} px); set data.root, "
+                "data.manifest or data.annotations to train on your images.")
+    where = {"folder": cfg.root, "manifest": cfg.manifest, "coco": cfg.annotations}[cfg.source]
+    return f"Data: {cfg.source} {where} ({count} images)."
 
 
 def build_dataset(data_cfg: DataConfig, modality: str) -> ImageDataset:

@@ -11,6 +11,9 @@ Kept apart from the readers so the mapping is one documented, recipe-controlled 
   a fixed physical window keeps temperatures comparable across frames, which per-frame AGC does not.
 
 MONOCHROME1 DICOM is inverted after windowing (PS3.3 C.7.6.3.1.2: the minimum value is displayed white).
+
+Non-finite values (NaN, +-inf: masked-out voxels in some NIfTI pipelines) are left out when a per-image range is
+computed and become 0 after mapping; an image with no finite value at all is an error naming the file.
 """
 
 from __future__ import annotations
@@ -31,19 +34,23 @@ def scale_range(array: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((array.astype(np.float32) - np.float32(low)) / np.float32(high - low), 0.0, 1.0)
 
 
-def auto_range(array: np.ndarray, meta: Meta, percentiles: tuple[float, float]) -> tuple[float, float]:
-    """The ``auto`` window for one image (see the module docstring)."""
+def auto_range(values: np.ndarray, meta: Meta, percentiles: tuple[float, float]) -> tuple[float, float]:
+    """The ``auto`` window for one image (see the module docstring); ``values`` are its finite values."""
     if meta.get("window") is not None:
         return meta["window"]
     dtype = np.dtype(meta["dtype"])
     if meta["format"] not in ("DICOM", "NIfTI") and dtype.kind == "u" and meta.get("bit_depth"):
         return 0.0, float(2 ** meta["bit_depth"] - 1)
-    low, high = np.percentile(array, percentiles)
+    low, high = np.percentile(values, percentiles)
     return float(low), float(high)
 
 
 def normalise(array: np.ndarray, meta: Meta, cfg: DataConfig) -> np.ndarray:
     """Map a reader's (H, W, C) array to float32 [0, 1] as ``cfg.intensity`` says."""
+    finite = np.isfinite(array)
+    values = array if finite.all() else array[finite]
+    if values.size == 0:
+        raise DataError(meta["path"], f"all {array.size} values are NaN or infinite: nothing to read")
     if cfg.intensity == "thermal":
         if meta.get("unit") != "degC":
             raise DataError(meta["path"], "intensity 'thermal' needs an image read by read_thermal (values in degC)")
@@ -51,11 +58,14 @@ def normalise(array: np.ndarray, meta: Meta, cfg: DataConfig) -> np.ndarray:
     elif cfg.intensity == "window":
         low, high = cfg.window  # type: ignore[misc]  # DataConfig checks window is set
     elif cfg.intensity == "percentile":
-        low, high = np.percentile(array, cfg.percentiles)
+        low, high = np.percentile(values, cfg.percentiles)
     else:
-        low, high = auto_range(array, meta, cfg.percentiles)
+        low, high = auto_range(values, meta, cfg.percentiles)
     image = scale_range(array, low, high)
-    return 1.0 - image if meta.get("invert") else image
+    image = 1.0 - image if meta.get("invert") else image
+    if values is not array:
+        image[~finite] = 0.0
+    return image
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:

@@ -15,7 +15,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,10 @@ from torch import nn
 
 from dinomed.engine.checkpoint import save_checkpoint
 from dinomed.engine.device import Precision, resolve_device
+from dinomed.engine.loggers import check_loggers, open_loggers
 from dinomed.engine.process import ProcessContext
 from dinomed.engine.runs import MetricsLog
+from dinomed.engine.signals import worker_start
 from dinomed.engine.step import Optimization
 
 __all__ = ["Engine"]
@@ -36,7 +40,8 @@ class Engine:
     """Device, precision and processes of one run."""
 
     def __init__(self, *, device: str = "auto", precision: str = "auto", num_threads: int | None = None,
-                 seed: int = 0, console: Console | None = None) -> None:
+                 seed: int = 0, loggers: Sequence[str] = (), console: Console | None = None) -> None:
+        check_loggers(loggers)  # a missing extra fails before anything is built or written
         self.process = ProcessContext.from_environment(device)
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -66,10 +71,17 @@ class Engine:
             save_checkpoint(state, path)
         return path
 
-    def metrics_log(self, path: Path, *, resume_step: int | None = None) -> MetricsLog | None:
-        """The run's ``metrics.jsonl`` in the main process; ``None`` elsewhere (only rank 0 logs)."""
-        return MetricsLog(path, resume_step=resume_step) if self.is_main else None
+    def metrics_log(self, path: Path, *, resume_step: int | None = None, loggers: Sequence[str] = (),
+                    prefix: str = "train") -> MetricsLog | None:
+        """The run's ``metrics.jsonl`` (and live ``loggers``, scalars named ``<prefix>/<key>``) in the main
+        process; ``None`` elsewhere (only rank 0 logs)."""
+        if not self.is_main:
+            return None
+        live = open_loggers(loggers, path.parent, prefix, resume_step=resume_step)
+        return MetricsLog(path, resume_step=resume_step, loggers=live)
 
-    def loader_options(self, num_workers: int) -> dict[str, Any]:
-        """DataLoader settings of this device: worker processes, pinned memory for copies to CUDA."""
-        return {"num_workers": num_workers, "pin_memory": self.device.type == "cuda"}
+    def loader_options(self, num_workers: int, init: Callable[[int], object] | None = None) -> dict[str, Any]:
+        """DataLoader settings of this device: worker processes that leave signals to the main process (and run
+        ``init``), pinned memory for copies to CUDA."""
+        start = partial(worker_start, init) if num_workers else None
+        return {"num_workers": num_workers, "pin_memory": self.device.type == "cuda", "worker_init_fn": start}

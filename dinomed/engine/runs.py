@@ -8,12 +8,13 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from dinomed.config import ConfigError
+from dinomed.engine.loggers import Logger
 
 __all__ = ["CONFIG_FILE", "INIT_FILE", "METRICS_FILE", "RESUMABLE", "SUMMARY_FILE", "MetricsLog", "check_resumable", "default_run_name",
            "new_run_dir", "read_metrics", "run_config"]
@@ -23,7 +24,7 @@ METRICS_FILE = "metrics.jsonl"  # one record per log step
 SUMMARY_FILE = "summary.json"  # a pretraining run's final metrics and verdict
 INIT_FILE = "init.json"  # what a continued pretraining loaded from its init weights
 # Settings a resumed run may change: where and how fast it computes, not what it computes.
-RESUMABLE = ("train.device", "train.precision", "train.num_threads", "data.num_workers")
+RESUMABLE = ("train.device", "train.precision", "train.num_threads", "data.num_workers", "train.loggers")
 
 
 def default_run_name(*parts: str) -> str:
@@ -81,10 +82,11 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsLog:
-    """Append-only JSON-lines log; on resume, records after the checkpoint's step are dropped first."""
+    """Append-only JSON-lines log, also sent to live ``loggers`` (TensorBoard); on resume, records after the
+    checkpoint's step are dropped first."""
 
-    def __init__(self, path: str | Path, *, resume_step: int | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path, *, resume_step: int | None = None, loggers: Sequence[Logger] = ()) -> None:
+        self.path, self.loggers = Path(path), list(loggers)
         if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
@@ -92,6 +94,12 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+        for logger in self.loggers:
+            logger.log(record)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

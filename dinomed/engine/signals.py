@@ -4,11 +4,11 @@ to save and stop after the current step; a second signal aborts at once."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["StopRequest", "Stopped"]
+__all__ = ["StopRequest", "Stopped", "worker_start"]
 
 
 class StopRequest:
@@ -60,3 +60,13 @@ class Stopped(Exception):
     def __init__(self, exit_code: int) -> None:
         super().__init__(f"stopped by signal (exit code {exit_code})")
         self.exit_code = exit_code
+
+
+def worker_start(init: Callable[[int], object] | None, worker_id: int) -> None:
+    """DataLoader worker start-up: Ctrl-C and SIGTERM are left to the main process, which saves and stops the run
+    (``timeout`` and terminals signal the whole process group; a worker that died of it would end the run with a
+    DataLoader traceback instead). ``init`` is the caller's own start-up (e.g. one OpenCV thread per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if init is not None:
+        init(worker_id)

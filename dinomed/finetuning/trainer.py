@@ -22,10 +22,11 @@ from rich.console import Console
 from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
+from dinomed.augment.backend import worker_init
 from dinomed.augment.multicrop import build_eval_transform
 from dinomed.augment.paired import PairedTransform, build_paired_transform
 from dinomed.config import to_dict
-from dinomed.data.datasets import build_dataset
+from dinomed.data.datasets import build_dataset, describe_source
 from dinomed.data.records import ImageDataset, SubsetDataset
 from dinomed.data.sampler import EpochSampler
 from dinomed.data.splits import SPLITS_FILE, Splits, splits_for
@@ -101,11 +102,12 @@ class FinetuneTrainer:
         self.recipe, self.run_dir, self.cfg = recipe, run_dir, recipe.finetune
         cfg, data, train = self.cfg, recipe.data, recipe.train
         self.engine = Engine(device=train.device, precision=train.precision, num_threads=train.num_threads,
-                             seed=cfg.seed, console=console)
+                             seed=cfg.seed, loggers=train.loggers, console=console)
         self.console, self.device = self.engine.console, self.engine.device
         self.head_cls = head_class(cfg.task)
         target = self.head_cls.target
         dataset = build_dataset(data, recipe.modality)
+        self.console.print(describe_source(data, recipe.modality, len(dataset)), highlight=False)
         if not dataset.has(target):
             raise ValueError(f"task '{cfg.task}' needs a {target} for every image, but the dataset "
                              f"({data.source}: {data.manifest or data.root or recipe.modality + ' phantom'}) "
@@ -121,7 +123,7 @@ class FinetuneTrainer:
                              sampler=self.sampler if name == "labelled" else None,
                              drop_last=name == "labelled" and len(indices) > cfg.batch_size,
                              generator=torch.Generator().manual_seed(cfg.seed),  # worker seeds: not from the global RNG
-                             **self.engine.loader_options(data.num_workers))
+                             **self.engine.loader_options(data.num_workers, init=worker_init))
             for name, indices in (("labelled", self.splits.labelled), ("val", self.splits.val), ("test", self.splits.test))
         }
         if not self.splits.val:
@@ -265,7 +267,8 @@ class FinetuneTrainer:
         """
         cfg = self.cfg
         self.deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
-        log = self.engine.metrics_log(self.run_dir / METRICS_FILE, resume_step=self.step)
+        log = self.engine.metrics_log(self.run_dir / METRICS_FILE, resume_step=self.step,
+                                      loggers=self.recipe.train.loggers, prefix="finetune")
         primary = self.head_cls.primary_metric
         progress = progress_bar(f"finetune {cfg.task}/{cfg.mode}", self.console,
                                 fields="loss {task.fields[loss]:.4f}  val {task.fields[val]}")
@@ -298,6 +301,8 @@ class FinetuneTrainer:
                 if val is not None and on_epoch is not None:
                     on_epoch(self.epoch, val)
                 finished = finished or stop.requested
+        if log:
+            log.close()
         if stop.requested:
             self.engine.save(self.state_dict(), self.run_dir / LAST)
         elif self.bad_epochs >= cfg.patience:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from dinomed.config import option
 from dinomed.engine.device import PRECISIONS
+from dinomed.engine.loggers import LOGGERS
 
 
 @dataclass
@@ -63,6 +64,9 @@ class TrainConfig:
     checkpoint_every: int = option(200, "steps between checkpoints (one is always written at the end)", min=1)
     log_every: int = option(10, "steps between metrics.jsonl records", min=1)
     num_threads: int | None = option(None, "CPU threads for torch; default all cores", min=1)
+    loggers: list[str] = option(
+        [], "live curves besides metrics.jsonl, in pretraining and fine-tuning: tensorboard (RUN_DIR/tensorboard; "
+        'pip install "dinomed[tensorboard]")', choices=LOGGERS)
     probe_every: int = option(
         50, "steps between probes of the teacher on a fixed set of the run's images (RankMe, kNN when labelled, "
         "attention Jaccard when masked, CKA to model.init), written with the next metrics record; 0 turns probing off",

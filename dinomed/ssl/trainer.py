@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from dinomed.augment.backend import worker_init
 from dinomed.augment.multicrop import MultiCropDataset, build_eval_transform, build_multicrop
-from dinomed.data.datasets import build_dataset
+from dinomed.data.datasets import build_dataset, describe_source
 from dinomed.data.records import SPLIT_NAMES
 from dinomed.data.sampler import EpochSampler
 from dinomed.data.splits import pretraining_subset
@@ -51,7 +51,7 @@ class DINOTrainer:
         self.recipe, self.run_dir = recipe, run_dir
         train = recipe.train
         self.engine = Engine(device=train.device, precision=train.precision, num_threads=train.num_threads,
-                             seed=train.seed, console=console)
+                             seed=train.seed, loggers=train.loggers, console=console)
         self.console, self.world = self.engine.console, self.engine.process.world_size
 
         self.dataset, self.splits = pretraining_subset(build_dataset(recipe.data, recipe.modality), recipe.data)
@@ -60,12 +60,7 @@ class DINOTrainer:
             self.console.print(f"Pretraining on the {' + '.join(recipe.data.pretrain_splits)} part(s) of the data's "
                                f"own split: {len(self.dataset)} images; held out: "
                                + (", ".join(f"{name} ({len(self.splits[name])})" for name in held_out) or "none"))
-        if recipe.data.uses_phantom:
-            size = "x".join(str(s) for s in recipe.data.phantom.size)
-            self.console.print(
-                f"No data root in the recipe: using the built-in {recipe.modality} phantom "
-                f"({len(self.dataset)} synthetic images, {size} px)."
-            )
+        self.console.print(describe_source(recipe.data, recipe.modality, len(self.dataset)), highlight=False)
         self.multicrop = build_multicrop(recipe.modality, recipe.augment, recipe.data.channels)
         self.crops = MultiCropDataset(self.dataset, self.multicrop, seed=train.seed)
         self.steps_per_epoch = len(self.dataset) // (train.batch_size * self.world)
@@ -106,8 +101,8 @@ class DINOTrainer:
         self.sampler = EpochSampler(len(self.dataset), seed=train.seed, rank=process.rank, world=self.world)
         workers = recipe.data.num_workers
         self.loader = DataLoader(self.crops, batch_size=train.batch_size, sampler=self.sampler, drop_last=True,
-                                 worker_init_fn=worker_init if workers else None,
-                                 **self.engine.loader_options(workers))
+                                 generator=torch.Generator().manual_seed(train.seed),  # not the global RNG
+                                 **self.engine.loader_options(workers, init=worker_init))
 
     def _probes(self) -> Probes:
         recipe = self.recipe
@@ -241,7 +236,8 @@ class DINOTrainer:
         """Train from ``self.step`` to the last step; checkpoints, logs, probes, and stops cleanly on Ctrl-C /
         SIGTERM (or, with ``train.stop_when_not_learning``, when the probes say the run is not learning)."""
         train = self.recipe.train
-        log = self.engine.metrics_log(self.run_dir / METRICS_FILE, resume_step=self.step)
+        log = self.engine.metrics_log(self.run_dir / METRICS_FILE, resume_step=self.step, loggers=train.loggers,
+                                      prefix="pretrain")
         self.student.train()
         self.teacher.train()
         if log and self.probes is not None and self.step == 0:  # where the run starts: init (or random) values
@@ -272,6 +268,8 @@ class DINOTrainer:
                         break
                 if self.hopeless:
                     break
+        if log:
+            log.close()
         self.save()
         self.engine.process.barrier()
         return stop

@@ -85,6 +85,8 @@ def run_tuning(
     """
     console = console or Console()
     require_single_process("tune")
+    # dinomed prints one line per trial, with a failed trial's reason; optuna's own log would add tracebacks
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     name = study or _study_name(base)
     run_dir = Path(out) if out is not None else Path(base.finetune.output_dir) / f"tune-{name}"
     opened = open_storage(storage) if storage else None  # a bad URL fails before any data or training
@@ -115,7 +117,6 @@ def run_tuning(
 def _search(study: optuna.Study, objective: CrossValidation, n: int, timeout: float | None, console: Console) -> None:
     if n == 0:
         return
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     progress = progress_bar("tune", console, fields="{task.fields[best]}")
 
     def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -41,3 +42,16 @@ def test_recipes_lists_and_shows(capsys: pytest.CaptureFixture[str]) -> None:
 def test_python_dash_m_entry_point() -> None:
     done = subprocess.run([sys.executable, "-m", "dinomed", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "pretrain" in done.stdout
+
+
+@pytest.mark.parametrize("args,usage,message", [
+    (["pretrain", "--recipe", "oct", "--bogus"], "Usage: dinomed pretrain", "No such option: --bogus"),
+    (["frobnicate"], "Usage: dinomed", "No such command 'frobnicate'"),
+    (["finetune", "--labels"], "Usage: dinomed finetune", "Option '--labels' requires an argument"),
+    (["merge"], "Usage: dinomed merge", "Missing argument"),
+])
+def test_usage_errors_print_the_usage_and_exit_2_without_a_traceback(args, usage, message) -> None:
+    done = subprocess.run([sys.executable, "-m", "dinomed", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 2 and usage in done.stderr and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -124,7 +124,7 @@ def test_manifest_path_outside_root(tmp_path):
     _png(tmp_path / "outside.png")
     (tmp_path / "data").mkdir()
     path = _manifest(tmp_path / "data" / "m.csv", [{"image": "../outside.png"}])
-    with pytest.raises(DataError, match="outside the data root"):
+    with pytest.raises(DataError, match="leaves the data root .* set data.root to a folder above them, or list absolute paths"):
         ManifestDataset(path, DataConfig(source="manifest", manifest=str(path)), "oct")
 
 
@@ -206,7 +206,9 @@ def test_build_dataset_without_root_is_the_phantom():
 
 
 def test_only_configs_without_any_path_use_the_phantom():
-    assert DataConfig().uses_phantom and DataConfig(source="phantom", root="/x").uses_phantom
+    assert DataConfig().uses_phantom and not DataConfig(root="/x").uses_phantom
+    with pytest.raises(ValueError, match="source is phantom but data.root is set"):
+        DataConfig(source="phantom", root="/x")
     assert not DataConfig(source="coco", annotations="a.json").uses_phantom  # COCO needs no root: not a phantom
     assert not DataConfig(source="manifest", manifest="m.csv").uses_phantom
     assert not DataConfig(source="folder", root="/x").uses_phantom
