@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dinomed.eval.attention import attention_jaccard, last_block_attention, mass_masks
-from dinomed.eval.features import vit_tokens
+from dinomed.eval.features import image_tokens
 from dinomed.eval.knn import knn_classify
 from dinomed.eval.linear import linear_probe
 from dinomed.models.backbones import create_backbone
@@ -241,7 +241,7 @@ def throughput(args: argparse.Namespace) -> None:
     def extract() -> None:
         with torch.no_grad():
             for i in range(0, args.images, batch):
-                vit_tokens(model, images[i : i + batch])
+                image_tokens(model, images[i : i + batch])
         if device.type == "cuda":
             torch.cuda.synchronize()
 

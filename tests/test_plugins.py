@@ -48,9 +48,9 @@ class EdgeHead(dinomed.TaskHead):
 
     target, primary_metric = "mask", "dice"
 
-    def __init__(self, embed_dim: int, blocks: list[int], *, num_classes: int = 2) -> None:
-        super().__init__(embed_dim, blocks[-1:])
-        self.conv = nn.Conv2d(embed_dim, num_classes, 1)
+    def __init__(self, levels: Any, blocks: list[int], *, num_classes: int = 2) -> None:
+        super().__init__(levels, blocks[-1:])
+        self.conv = nn.Conv2d(self.dims[-1], num_classes, 1)
 
     def forward(self, features: Any, size: tuple[int, int]) -> torch.Tensor:
         return F.interpolate(self.conv(features[-1][0]), size=tuple(size), mode="bilinear", align_corners=False)

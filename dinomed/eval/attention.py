@@ -10,6 +10,10 @@ the weights are recomputed from that module's own ``qkv``, ``q_norm``/``k_norm``
 left untouched (no switching ``fused_attn`` off), so this works on any timm ViT, including LoRA-wrapped ones whose
 ``qkv`` is a peft layer.
 
+NAT has no CLS token and each pixel attends only to its k x k neighbourhood, so its map is the attention each
+position of the last stage *receives* from all queries of the last block (the sum of the windows' weights that
+fall on it): where the final layer reads most, the positions the pooled embedding is built from.
+
 Example:
     >>> attn = last_block_attention(backbone, images)       # (B, heads, Hp, Wp)
     >>> masks = mass_masks(attn, keep=0.6)                   # bool, same shape
@@ -26,9 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dinomed.models.backbones import is_hierarchical, is_vit
+
+
+def has_attention_maps(backbone: nn.Module) -> bool:
+    """Whether :func:`last_block_attention` can draw ``backbone`` (a timm ViT or a NAT)."""
+    return is_hierarchical(backbone) or is_vit(backbone)
+
 
 def _last_attention(backbone: nn.Module) -> nn.Module:
-    blocks = getattr(backbone, "blocks", None)
+    blocks = backbone.levels[-1].blocks if is_hierarchical(backbone) else getattr(backbone, "blocks", None)
+    if is_hierarchical(backbone):
+        return blocks[-1].attn
     attn = getattr(blocks[-1], "attn", None) if blocks is not None and len(blocks) else None
     if attn is None or not all(hasattr(attn, a) for a in ("qkv", "num_heads", "scale")):
         raise ValueError(
@@ -55,12 +68,19 @@ def _captured_input(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
 @torch.no_grad()
 def last_block_attention(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """CLS -> patch attention weights of every head of the last block, ``(B, heads, Hp, Wp)``; rows sum to < 1
-    because the CLS token's attention to itself (and to register tokens) is left out."""
+    because the CLS token's attention to itself (and to register tokens) is left out. For NAT: the attention each
+    last-stage position receives (see the module docstring)."""
     attn = _last_attention(backbone)
     backbone.eval()
     with _captured_input(attn) as store:
         backbone.forward_features(images)
     x = store["x"]
+    if is_hierarchical(backbone):
+        weights, keys = attn.attention_weights(x)  # (B, heads, HW, window), (HW, window)
+        batch, heads = weights.shape[:2]
+        received = torch.zeros(batch, heads, x.shape[1] * x.shape[2], dtype=weights.dtype, device=weights.device)
+        received.scatter_add_(2, keys.flatten().expand(batch, heads, -1), weights.flatten(2))
+        return received.reshape(batch, heads, x.shape[1], x.shape[2])
     batch, tokens, _ = x.shape
     heads = attn.num_heads
     qkv = attn.qkv(x).reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)

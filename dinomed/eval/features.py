@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dinomed.data.records import ImageDataset
+from dinomed.models.backbones import is_hierarchical, is_vit
 from dinomed.engine import progress_bar
 from dinomed.files import atomic_write
 
@@ -32,15 +33,20 @@ Transform = Callable[..., Any]  # build_eval_transform's callable: image (H, W, 
 DEFAULT_CACHE = Path.home() / ".cache" / "dinomed" / "features"
 
 
-def vit_tokens(backbone: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(cls (B, D), patches (B, Hp, Wp, D))`` from the final (normed) tokens of a timm ViT.
+def image_tokens(backbone: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(embedding (B, D), patches (B, Hp, Wp, D))`` of a backbone's final (normed) features.
 
-    Prefix tokens (CLS, then registers when the model has them) come first in timm's layout.
+    A ViT's embedding is its CLS token (prefix tokens, CLS then registers, come first in timm's layout); a
+    hierarchical backbone (NAT) has no CLS, so its embedding is the global average of the last stage map, which
+    is also what its ``forward`` returns and what DINO trained.
     """
-    if not hasattr(backbone, "patch_embed") or not hasattr(backbone, "forward_features"):
+    if is_hierarchical(backbone):
+        stage_map = backbone.forward_features(images)
+        return stage_map.mean(dim=(-2, -1)), stage_map.permute(0, 2, 3, 1)
+    if not is_vit(backbone):
         raise ValueError(
-            f"{type(backbone).__name__} is not a timm Vision Transformer (no patch_embed); CLS and patch tokens "
-            "need a ViT backbone such as vit_small_patch16_224"
+            f"{type(backbone).__name__} is neither a timm Vision Transformer nor a NAT; embeddings and patch tokens "
+            "need a backbone such as vit_small_patch16_224 or nat_mini"
         )
     tokens = backbone.forward_features(images)
     prefix = getattr(backbone, "num_prefix_tokens", 1)
@@ -104,7 +110,7 @@ def extract_features(
     with progress_bar(f"features of {len(dataset)} images", console, transient=True) as progress:
         task = progress.add_task("features", total=len(dataset))
         for images, batch_labels in loader:
-            token, patches = vit_tokens(backbone, images.to(device))
+            token, patches = image_tokens(backbone, images.to(device))
             cls.append(token.float().cpu())
             means.append(patches.flatten(1, 2).mean(dim=1).float().cpu())
             labels.append(batch_labels)

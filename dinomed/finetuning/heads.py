@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dinomed.models.decoders import Features, FusionDecoder, evenly_spaced_blocks
+from dinomed.models.backbones import FeatureLevels
+from dinomed.models.decoders import Features, FusionDecoder, evenly_spaced_blocks, stack_maps
 from dinomed.registry import TASK_HEADS
 
 if TYPE_CHECKING:
@@ -64,11 +65,13 @@ class TaskHead(nn.Module):
     primary_metric: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
 
-    def __init__(self, embed_dim: int, blocks: list[int]) -> None:
+    def __init__(self, levels: FeatureLevels, blocks: list[int]) -> None:
         super().__init__()
         if not blocks:
             raise ValueError("a task head needs at least one backbone block")
-        self.embed_dim, self.blocks = embed_dim, list(blocks)
+        self.blocks = list(blocks)
+        self.dims = [levels.dims[b] for b in self.blocks]  # channels of each map the head reads
+        self.strides = [levels.strides[b] for b in self.blocks]  # and its stride on the input image
 
     def forward(self, features: Features, size: tuple[int, int]) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -109,21 +112,21 @@ class SegmentationHead(TaskHead):
     MONAI's Dice + cross-entropy, selected on Dice.
 
     Example:
-        >>> head = SegmentationHead(384, blocks=[2, 5, 8, 11], num_classes=2)
+        >>> head = SegmentationHead(feature_levels(vit), blocks=[2, 5, 8, 11], num_classes=2)
         >>> logits = head(backbone_features(vit, x, head.blocks), x.shape[-2:])
     """
 
     target, primary_metric = "mask", "dice"
 
-    def __init__(self, embed_dim: int, blocks: list[int], *, num_classes: int = 2, hidden: int = 128) -> None:
-        super().__init__(embed_dim, blocks)
+    def __init__(self, levels: FeatureLevels, blocks: list[int], *, num_classes: int = 2, hidden: int = 128) -> None:
+        super().__init__(levels, blocks)
         if num_classes < 2:
             raise ValueError(f"num_classes counts background and must be >= 2, got {num_classes}")
         self.num_classes = num_classes
-        self.decoder = FusionDecoder(embed_dim * len(blocks), hidden, num_classes)
+        self.decoder = FusionDecoder(sum(self.dims), hidden, num_classes)
 
     def forward(self, features: Features, size: tuple[int, int]) -> torch.Tensor:
-        x = self.decoder(torch.cat([patches for patches, _ in features], dim=1))
+        x = self.decoder(stack_maps([patches for patches, _ in features]))
         return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
     @classmethod
@@ -161,20 +164,20 @@ class DepthHead(TaskHead):
 
     target, primary_metric, higher_is_better = "depth", "abs_rel", False
 
-    def __init__(self, embed_dim: int, blocks: list[int], *, bins: int = 256, min_depth: float = 1e-3,
+    def __init__(self, levels: FeatureLevels, blocks: list[int], *, bins: int = 256, min_depth: float = 1e-3,
                  max_depth: float = 10.0, hidden: int = 128) -> None:
-        super().__init__(embed_dim, blocks)
+        super().__init__(levels, blocks)
         if not 0 < min_depth < max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth} and {max_depth}")
         if bins < 2:
             raise ValueError(f"bins must be >= 2, got {bins}")
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.register_buffer("centers", torch.linspace(min_depth, max_depth, bins), persistent=False)
-        self.decoder = FusionDecoder(2 * embed_dim * len(blocks), hidden, bins)
+        self.decoder = FusionDecoder(2 * sum(self.dims), hidden, bins)
 
     def forward(self, features: Features, size: tuple[int, int]) -> torch.Tensor:
         maps = [torch.cat([p, cls[:, :, None, None].expand_as(p)], dim=1) for p, cls in features]
-        probs = self.decoder(torch.cat(maps, dim=1)).float().softmax(dim=1)
+        probs = self.decoder(stack_maps(maps)).float().softmax(dim=1)
         depth = torch.einsum("bkhw,k->bhw", probs, self.centers)[:, None]
         return F.interpolate(depth, size=tuple(size), mode="bilinear", align_corners=False)
 
@@ -203,12 +206,12 @@ class ClassificationHead(TaskHead):
 
     target, primary_metric = "label", "balanced_accuracy"
 
-    def __init__(self, embed_dim: int, blocks: list[int], *, num_classes: int = 2) -> None:
-        super().__init__(embed_dim, blocks[-1:])
+    def __init__(self, levels: FeatureLevels, blocks: list[int], *, num_classes: int = 2) -> None:
+        super().__init__(levels, blocks[-1:])
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.num_classes = num_classes
-        self.linear = nn.Linear(2 * embed_dim, num_classes)
+        self.linear = nn.Linear(2 * self.dims[-1], num_classes)
         nn.init.trunc_normal_(self.linear.weight, std=0.01)
         nn.init.zeros_(self.linear.bias)
 
@@ -237,11 +240,12 @@ class ClassificationHead(TaskHead):
         return ClassificationMetrics(num_classes or 2)
 
 
-def build_head(task: str, embed_dim: int, depth: int, *, blocks: list[int] | None = None, **kwargs: Any) -> TaskHead:
-    """The one construction path of task heads; ``blocks`` defaults to 4 evenly spaced ones (last for ``cls``)."""
-    cls = head_class(task)
+def build_head(task: str, levels: FeatureLevels, *, blocks: list[int] | None = None, **kwargs: Any) -> TaskHead:
+    """The one construction path of task heads, on a backbone's :func:`~dinomed.models.backbones.feature_levels`;
+    ``blocks`` (ViT blocks, NAT stages) defaults to 4 evenly spaced ones (the last for ``cls``)."""
+    cls, depth = head_class(task), levels.count
     blocks = list(blocks) if blocks else evenly_spaced_blocks(depth)
     bad = [b for b in blocks if not -depth <= b < depth]
     if bad:
         raise ValueError(f"head blocks {bad} out of range for a backbone with {depth} blocks (0..{depth - 1})")
-    return cls(embed_dim, [b % depth for b in blocks], **kwargs)
+    return cls(levels, [b % depth for b in blocks], **kwargs)

@@ -17,7 +17,7 @@ from torch import nn
 
 from dinomed.files import atomic_write
 from dinomed.finetuning.heads import TaskHead, build_head
-from dinomed.models.backbones import BackboneSpec, load_backbone, save_backbone
+from dinomed.models.backbones import BackboneSpec, feature_levels, load_backbone, save_backbone
 from dinomed.models.decoders import backbone_features
 from dinomed.models.lora import LoraSettings, apply_lora, load_lora, merge_lora
 
@@ -88,7 +88,7 @@ def read_model(folder: str | Path) -> FinetunedModel:
     info = json.loads(info_path.read_text(encoding="utf-8"))
     vit = load_backbone(folder / "backbone")
     backbone = load_lora(vit, str(folder / "adapter")) if info["mode"] == "lora" else vit
-    head = build_head(info["task"], vit.embed_dim, len(vit.blocks), **info["head"])
+    head = build_head(info["task"], feature_levels(vit), **info["head"])
     head.load_state_dict(load_file(str(folder / HEAD_FILE)))
     return FinetunedModel(backbone, head, info).eval()
 

@@ -34,7 +34,7 @@ from dinomed.engine import METRICS_FILE, Engine, StopRequest, TrainingDiverged, 
 from dinomed.files import write_json
 from dinomed.finetuning.heads import build_head, head_class
 from dinomed.finetuning.model import MODEL_DIR, FinetunedModel, adapt, parameter_counts, save_model
-from dinomed.models.backbones import resolve_backbone
+from dinomed.models.backbones import feature_levels, resolve_backbone
 from dinomed.models.lora import LoraSettings
 from dinomed.recipe import Recipe
 from dinomed.seeding import item_seed, rng_state, set_rng_state
@@ -159,7 +159,7 @@ class FinetuneTrainer:
                                       in_chans=self.recipe.data.channels, img_size=cfg.image_size)
         num_classes = cfg.num_classes or self.head_cls.infer_classes(dataset, self.splits.labelled)
         head_kwargs = self.head_cls.options(cfg, num_classes)
-        head = build_head(cfg.task, base.embed_dim, len(base.blocks), blocks=cfg.blocks, **head_kwargs)
+        head = build_head(cfg.task, feature_levels(base), blocks=cfg.blocks, **head_kwargs)
         keep = {k: v.clone() for k, v in base.state_dict().items()} if cfg.mode != "full" else None
         lora = LoraSettings(tuple(cfg.lora_targets), cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
         backbone = adapt(base, cfg.mode, lora)

@@ -17,6 +17,7 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from dinomed.files import atomic_write
+from dinomed.models.nat import NAT  # registers nat_* / dinat_* with timm, so every timm.create_model knows them
 
 BACKBONE_WEIGHTS = "backbone.safetensors"
 BACKBONE_SPEC = "backbone.json"
@@ -42,13 +43,47 @@ class BackboneSpec:
             raise ValueError(f"{path}: not a dinomed backbone description ({err})") from None
 
 
+@dataclass(frozen=True)
+class FeatureLevels:
+    """The feature maps a backbone offers dense heads: ``dims[i]`` channels at ``strides[i]`` of the input.
+
+    A ViT has one level per block, all at its patch size; NAT one per stage, at strides 4, 8, 16, 32.
+    """
+
+    dims: tuple[int, ...]
+    strides: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.dims)
+
+
+def is_vit(model: nn.Module) -> bool:
+    return hasattr(model, "blocks") and hasattr(model, "patch_embed")
+
+
+def is_hierarchical(model: nn.Module) -> bool:
+    """A backbone with stages of growing stride (NAT): feature maps from ``feature_info``, no CLS token."""
+    return isinstance(model, NAT)
+
+
+def feature_levels(model: nn.Module) -> FeatureLevels:
+    """What :func:`~dinomed.models.decoders.backbone_features` can return for ``model``."""
+    if is_hierarchical(model):
+        return FeatureLevels(tuple(f["num_chs"] for f in model.feature_info),
+                             tuple(f["reduction"] for f in model.feature_info))
+    patch = model.patch_embed.patch_size[0]
+    return FeatureLevels((model.embed_dim,) * len(model.blocks), (patch,) * len(model.blocks))
+
+
 def create_backbone(
     arch: str, *, in_chans: int = 3, img_size: int = 224, drop_path_rate: float = 0.0
 ) -> tuple[nn.Module, BackboneSpec]:
-    """A randomly initialised timm ViT without classifier, accepting any input size that is a patch multiple.
+    """A randomly initialised backbone without classifier: a timm ViT, or a NAT / DiNAT (:mod:`dinomed.models.nat`,
+    registered with timm), accepting any input size that is a patch multiple.
 
-    ``dynamic_img_size`` interpolates position embeddings so 96-px local crops and 224-px global crops share
-    one model, as in DINO.
+    ``dynamic_img_size`` interpolates a ViT's position embeddings so 96-px local crops and 224-px global crops
+    share one model, as in DINO (NAT has none and takes any size).
     """
     kwargs = {
         "num_classes": 0,
@@ -59,12 +94,13 @@ def create_backbone(
     if arch not in timm.list_models():
         close = timm.list_models(f"*{arch.split('_')[0]}*")[:10]
         raise ValueError(f"unknown timm architecture '{arch}'; similar names: {close}")
-    not_vit = f"'{arch}' is not a Vision Transformer (no self-attention blocks / patch embedding); dinomed needs a ViT"
+    not_vit = (f"'{arch}' is neither a Vision Transformer (self-attention blocks, patch embedding) nor a NAT; "
+               "dinomed needs a ViT (e.g. vit_small_patch16_224) or nat_mini / nat_tiny / dinat_mini / dinat_tiny")
     try:
         model = timm.create_model(arch, pretrained=False, drop_path_rate=drop_path_rate, **kwargs)
     except TypeError:  # CNNs reject ViT-only arguments such as img_size / dynamic_img_size
         raise ValueError(not_vit) from None
-    if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
+    if not (is_vit(model) or is_hierarchical(model)):
         raise ValueError(not_vit)
     return model, BackboneSpec(arch=arch, kwargs=kwargs)
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Features", "FusionDecoder", "backbone_features", "conv_bn_relu", "evenly_spaced_blocks"]
+__all__ = ["Features", "FusionDecoder", "backbone_features", "conv_bn_relu", "evenly_spaced_blocks", "stack_maps"]
 
 Features = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -27,6 +27,14 @@ def backbone_features(backbone: nn.Module, images: torch.Tensor, blocks: list[in
         images, indices=blocks, return_prefix_tokens=True, norm=True, output_fmt="NCHW", intermediates_only=True
     )
     return [(patches, prefix[:, 0]) for patches, prefix in outputs]
+
+
+def stack_maps(maps: list[torch.Tensor]) -> torch.Tensor:
+    """Maps of one or several resolutions concatenated along channels at the finest one (a ViT's blocks share a
+    grid; NAT's stages halve it)."""
+    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    return torch.cat([m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+                      for m in maps], dim=1)
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int) -> nn.Sequential:

@@ -22,7 +22,10 @@ from timm.layers import Attention
 from timm.layers.attention import maybe_add_mask, resolve_self_attn_mask
 from torch import nn
 
+from dinomed.models.nat import NeighborhoodAttention2D
+
 QKV = ("q", "k", "v")
+BLOCK = re.compile(r"(.*\.)?blocks\.\d+\.")
 
 
 class SplitQKVAttention(nn.Module):
@@ -67,25 +70,51 @@ class SplitQKVAttention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
+class SplitQKV(nn.Module):
+    """A fused ``qkv`` Linear as three Linear modules ``q``, ``k``, ``v`` whose outputs are concatenated: the same
+    function, so the attention around it (NAT's :class:`~dinomed.models.nat.NeighborhoodAttention2D`) is untouched
+    while peft can adapt ``k`` and ``v`` alone."""
+
+    def __init__(self, fused: nn.Linear) -> None:
+        super().__init__()
+        width = fused.out_features // 3
+        for index, name in enumerate(QKV):
+            linear = nn.Linear(fused.in_features, width, bias=fused.bias is not None,
+                               device=fused.weight.device, dtype=fused.weight.dtype)
+            with torch.no_grad():
+                linear.weight.copy_(fused.weight[index * width:(index + 1) * width])
+                if fused.bias is not None:
+                    linear.bias.copy_(fused.bias[index * width:(index + 1) * width])
+            setattr(self, name, linear)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
+
+
 def split_qkv(model: nn.Module) -> nn.Module:
-    """Replace every timm ``Attention`` in ``model`` by :class:`SplitQKVAttention` (in place; returns ``model``)."""
+    """Give every attention of ``model`` separate ``q``, ``k``, ``v`` projections (in place; returns ``model``):
+    timm's ``Attention`` becomes :class:`SplitQKVAttention`, NAT's neighbourhood attention gets a :class:`SplitQKV`."""
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, Attention):
                 setattr(module, child_name, SplitQKVAttention(child))
+            elif isinstance(child, NeighborhoodAttention2D) and isinstance(child.qkv, nn.Linear):
+                child.qkv = SplitQKV(child.qkv)
     return model
 
 
 def fuse_qkv_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """State dict of a split model with ``attn.q/k/v`` concatenated back into timm's ``attn.qkv``."""
+    """State dict of a split model with ``q/k/v`` concatenated back into the fused ``qkv`` of timm's and NAT's
+    attention (``attn.q`` for timm, ``attn.qkv.q`` for NAT)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        match = re.match(r"(.*attn)\.([qkv])\.(weight|bias)$", key)
+        match = re.match(r"(.*attn)\.(?:qkv\.)?([qkv])\.(weight|bias)$", key)
         if match is None:
             out[key] = value
         elif match.group(2) == "q":
             base, kind = match.group(1), match.group(3)
-            out[f"{base}.qkv.{kind}"] = torch.cat([state[f"{base}.{n}.{kind}"] for n in QKV], dim=0)
+            inner = f"{base}.qkv" if f"{base}.qkv.q.{kind}" in state else base
+            out[f"{base}.qkv.{kind}"] = torch.cat([state[f"{inner}.{n}.{kind}"] for n in QKV], dim=0)
     return out
 
 
@@ -99,10 +128,14 @@ class LoraSettings:
     dropout: float = 0.0
 
 
+def _block_linears(model: nn.Module) -> list[str]:
+    """Names of the Linear layers inside the blocks (``blocks.i.`` of a ViT, ``levels.s.blocks.j.`` of NAT)."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and BLOCK.match(name)]
+
+
 def block_linear_names(model: nn.Module) -> list[str]:
     """Short names (``q``, ``k``, ``v``, ``qkv``, ``proj``, ``fc1``, ``fc2``) of the Linear layers in the blocks."""
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                   if isinstance(m, nn.Linear) and name.startswith("blocks.")})
+    return sorted({name.rsplit(".", 1)[-1] for name in _block_linears(model)})
 
 
 def apply_lora(model: nn.Module, settings: LoraSettings) -> PeftModel:
@@ -117,8 +150,7 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> PeftModel:
     if unknown:
         raise ValueError(f"LoRA target(s) {unknown} match no Linear layer in the backbone blocks; "
                          f"available: {', '.join(available)}")
-    names = [name for name, m in model.named_modules()
-             if isinstance(m, nn.Linear) and name.startswith("blocks.") and name.rsplit(".", 1)[-1] in settings.targets]
+    names = [name for name in _block_linears(model) if name.rsplit(".", 1)[-1] in settings.targets]
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=names)
     return get_peft_model(model, config)
 

@@ -24,7 +24,7 @@ from torch import nn
 from dinomed.data.records import ImageDataset
 from dinomed.eval.attention import jaccard_summary, last_block_attention, mask_jaccards, mass_masks, upsample
 from dinomed.eval.evaluate import eval_backbone
-from dinomed.eval.features import Transform, vit_tokens
+from dinomed.eval.features import Transform, image_tokens
 from dinomed.eval.pca import patch_pca
 from dinomed.recipe import Recipe
 from dinomed.report.figures import attention_figure, pca_figure
@@ -168,7 +168,7 @@ def pca_png(
     if len(dataset) == 0:
         raise ValueError("no images to show: the input dataset is empty")
     images = torch.stack([transform(dataset[i]["image"])["image"] for i in spread_indices(len(dataset), count)])
-    _, patches = vit_tokens(model.eval(), images)
+    _, patches = image_tokens(model.eval(), images)
     colours = patch_pca(patches, foreground_threshold)
     figure = pca_figure([_display(im, modality) for im in images], [c.numpy() for c in colours],
                         title=f"{label} — patch features, PCA components 1-3 as RGB")

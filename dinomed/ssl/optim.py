@@ -21,7 +21,7 @@ import re
 import torch
 from torch import nn
 
-__all__ = ["adamw", "param_groups", "layer_index", "clip_gradients", "cancel_last_layer_gradients"]
+__all__ = ["adamw", "param_groups", "layer_ids", "clip_gradients", "cancel_last_layer_gradients"]
 
 FUSED_DEVICES = ("cpu", "cuda")
 """Device types with a fused AdamW kernel in torch."""
@@ -36,15 +36,22 @@ def _is_regularized(name: str, param: torch.Tensor) -> bool:
     return not name.endswith(".bias") and param.ndim > 1
 
 
-def layer_index(name: str, depth: int) -> int:
-    """Depth of backbone parameter ``name`` for layer-wise lr decay: 0 for the embeddings (patch projection, class
-    and register tokens, position embedding), ``i + 1`` for block ``i``, ``depth + 1`` for what follows the blocks."""
-    block = re.search(r"(?:^|\.)blocks\.(\d+)\.", name)
-    if block:
-        return int(block.group(1)) + 1
-    if re.match(r"(patch_embed|cls_token|reg_token|pos_embed|register_tokens)", name):
-        return 0
-    return depth + 1
+def layer_ids(backbone: nn.Module) -> tuple[dict[str, int], int]:
+    """``(layer of each parameter name, number of blocks)`` for layer-wise lr decay, in the order the blocks run:
+    0 for what precedes the first block (patch embedding, class / register tokens, positions), ``i + 1`` for the
+    ``i``-th block (``blocks.i`` of a ViT; NAT's ``levels.s.blocks.j`` counted across stages), the next block's
+    layer for what sits between blocks (NAT's downsamplers), ``depth + 1`` for what follows the last one."""
+    names = [name for name, _ in backbone.named_parameters()]
+    blocks = list(dict.fromkeys(m.group(1) for m in map(re.compile(r"(.*?blocks\.\d+)\.").match, names) if m))
+    index = {prefix: i + 1 for i, prefix in enumerate(blocks)}
+    ids, seen = {}, 0
+    for name in names:
+        block = re.match(r"(.*?blocks\.\d+)\.", name)
+        if block:
+            seen = index[block.group(1)]
+        ids[name] = seen if block else (seen + 1 if seen else 0)
+    last = max((i for n, i in ids.items() if re.match(r".*?blocks\.\d+\.", n)), default=0)
+    return {n: len(blocks) + 1 if i > last else i for n, i in ids.items()}, len(blocks)
 
 
 def param_groups(network: nn.Module, *, layer_decay: float = 1.0) -> list[dict]:
@@ -52,16 +59,16 @@ def param_groups(network: nn.Module, *, layer_decay: float = 1.0) -> list[dict]:
 
     Each group carries ``regularized`` (the trainer sets the scheduled weight decay on those only; biases and
     norms get none), ``backbone`` (frozen while ``train.freeze_backbone_epochs`` lasts) and ``lr_scale``:
-    ``layer_decay ** (depth + 1 - layer)`` for backbone parameters (BEiT / DINOv2 layer-wise decay; 1 when
-    ``layer_decay`` is 1), 1 for the head. Frozen parameters (``requires_grad=False``) are left out.
+    ``layer_decay ** (depth + 1 - layer)`` for backbone parameters (:func:`layer_ids`; BEiT / DINOv2 layer-wise
+    decay; 1 when ``layer_decay`` is 1), 1 for the head. Frozen parameters (``requires_grad=False``) are left out.
     """
-    depth = len(getattr(getattr(network, "backbone", network), "blocks", ()))
+    layers, depth = layer_ids(getattr(network, "backbone", network))
     groups: dict[tuple[bool, bool, float], list[torch.Tensor]] = {}
     for name, param in network.named_parameters():
         if not param.requires_grad:
             continue
         in_backbone = name.startswith("backbone.")
-        scale = layer_decay ** (depth + 1 - layer_index(name.removeprefix("backbone."), depth)) if in_backbone else 1.0
+        scale = layer_decay ** (depth + 1 - layers[name.removeprefix("backbone.")]) if in_backbone else 1.0
         groups.setdefault((_is_regularized(name, param), in_backbone, scale), []).append(param)
     if not groups:
         raise ValueError("param_groups: the network has no trainable parameters")

@@ -30,7 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from dinomed.data.records import ImageDataset
-from dinomed.eval.attention import jaccard_summary, last_block_attention, mask_jaccards, mass_masks, upsample
+from dinomed.eval.attention import (
+    has_attention_maps,
+    jaccard_summary,
+    last_block_attention,
+    mask_jaccards,
+    mass_masks,
+    upsample,
+)
 from dinomed.eval.knn import knn_classify
 from dinomed.eval.metrics import balanced_accuracy
 
@@ -137,7 +144,7 @@ class Probes:
         values = {f"rankme{suffix}": rankme(features)}
         if self.set.labels is not None and self.set.bank.any() and (~self.set.bank).any():
             values[f"knn{suffix}"] = self._knn(features)
-        if self.set.masks is not None and hasattr(backbone, "blocks"):
+        if self.set.masks is not None and has_attention_maps(backbone):
             values[f"jaccard{suffix}"] = self._jaccard(backbone)
         if not suffix and self.init_features is not None:
             values["cka_init"] = linear_cka(features, self.init_features)

@@ -50,7 +50,7 @@ def test_attention_on_a_cnn_is_a_one_line_error(tmp_path: Path, run_cli) -> None
     save_backbone(cnn, BackboneSpec("resnet10t", {"num_classes": 0, "in_chans": 1}), tmp_path / "cnn")
     code, _, err = run_cli(["attention", "-b", str(tmp_path / "cnn"), "-r", "oct", "-n", "1", *_tiny(tmp_path),
                          "-o", str(tmp_path / "att")])
-    assert code == 1 and "is not a Vision Transformer" in err
+    assert code == 1 and "is neither a Vision Transformer" in err and "nor a NAT" in err
 
 
 def test_report_lists_missing_pieces(tmp_path: Path, run_cli) -> None:

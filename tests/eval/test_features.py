@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dinomed.augment.multicrop import build_eval_transform
-from dinomed.eval.features import cache_key, cached_features, extract_features, module_digest, vit_tokens
+from dinomed.eval.features import cache_key, cached_features, extract_features, module_digest, image_tokens
 from dinomed.models.backbones import create_backbone
 
 
@@ -14,12 +14,12 @@ def _vit() -> torch.nn.Module:
     return create_backbone("vit_tiny_patch16_224", in_chans=1, img_size=32)[0].eval()
 
 
-def test_vit_tokens_layout() -> None:
+def test_image_tokens_layout() -> None:
     model = _vit()
     with torch.no_grad():
-        cls, patches = vit_tokens(model, torch.randn(2, 1, 32, 48))
+        cls, patches = image_tokens(model, torch.randn(2, 1, 32, 48))
         pooled = model(torch.randn(2, 1, 32, 48) * 0 + 1)
-        cls_same, _ = vit_tokens(model, torch.ones(2, 1, 32, 48))
+        cls_same, _ = image_tokens(model, torch.ones(2, 1, 32, 48))
     assert cls.shape == (2, 192) and patches.shape == (2, 2, 3, 192)
     assert torch.allclose(pooled, cls_same, atol=1e-5)  # timm's pooled output is the normed CLS token
 

@@ -7,6 +7,7 @@ import torch
 
 from dinomed.models.backbones import create_backbone
 from dinomed.finetuning.heads import DepthHead, build_head, head_class
+from dinomed.models.backbones import FeatureLevels, feature_levels
 from dinomed.models.decoders import backbone_features, evenly_spaced_blocks
 from dinomed.registry import TASK_HEADS
 
@@ -27,7 +28,7 @@ def test_default_blocks_are_evenly_spaced() -> None:
 @pytest.mark.parametrize("task", ["cls", "depth", "seg"])
 def test_every_head_gives_full_resolution_outputs_and_trains(vit, task: str) -> None:
     kwargs = {} if task == "depth" else {"num_classes": 3}
-    head = build_head(task, vit.embed_dim, len(vit.blocks), **kwargs)
+    head = build_head(task, feature_levels(vit), **kwargs)
     assert head.task == task and head.target in ("mask", "depth", "label")
     x = torch.rand(2, 3, 48, 64)  # non-square, patch multiple: dynamic image size
     out = head(backbone_features(vit, x, head.blocks), x.shape[-2:])
@@ -45,7 +46,7 @@ def test_features_are_one_pair_per_block(vit) -> None:
 
 def test_depth_is_softmax_weighted_bin_centres() -> None:
     torch.manual_seed(0)
-    head = DepthHead(8, [0], bins=5, min_depth=1.0, max_depth=5.0).eval()
+    head = DepthHead(FeatureLevels((8,), (16,)), [0], bins=5, min_depth=1.0, max_depth=5.0).eval()
     features = [(torch.randn(1, 8, 2, 2), torch.randn(1, 8))]
     depth = head(features, (2, 2))  # same size: no resampling
     maps = torch.cat([features[0][0], features[0][1][:, :, None, None].expand(1, 8, 2, 2)], dim=1)
@@ -58,11 +59,11 @@ def test_depth_is_softmax_weighted_bin_centres() -> None:
 
 def test_bad_head_arguments_are_clear() -> None:
     with pytest.raises(ValueError, match=r"unknown task 'box'; valid tasks are \[.*'cls', 'depth', 'seg'"):
-        build_head("box", 192, 12)
+        build_head("box", FeatureLevels((192,) * 12, (16,) * 12))
     with pytest.raises(ValueError, match=r"head blocks \[12\] out of range .* 12 blocks"):
-        build_head("seg", 192, 12, blocks=[11, 12])
+        build_head("seg", FeatureLevels((192,) * 12, (16,) * 12), blocks=[11, 12])
     with pytest.raises(ValueError, match="min_depth < max_depth"):
-        build_head("depth", 192, 12, min_depth=5.0, max_depth=1.0)
+        build_head("depth", FeatureLevels((192,) * 12, (16,) * 12), min_depth=5.0, max_depth=1.0)
 
 
 def test_built_in_heads_are_registered_with_their_metric_direction() -> None:

@@ -50,15 +50,20 @@ def test_param_groups_need_some_trainable_parameter() -> None:
 
 def test_layer_decay_scales_the_backbone_by_depth_and_leaves_the_head() -> None:
     from dinomed.models.backbones import create_backbone
-    from dinomed.ssl.optim import layer_index
+    from dinomed.ssl.optim import layer_ids
 
     backbone, _ = create_backbone("vit_tiny_patch16_224", img_size=32)
     student = nn.Module()
     student.backbone, student.head = backbone, nn.Linear(192, 4)
-    depth = len(backbone.blocks)
-    assert [layer_index(n, depth) for n in ("cls_token", "pos_embed", "patch_embed.proj.weight",
-                                            "blocks.0.attn.qkv.weight", "blocks.11.mlp.fc2.bias", "norm.weight")] \
+    layers, depth = layer_ids(backbone)
+    assert depth == 12 and [layers[n] for n in ("cls_token", "pos_embed", "patch_embed.proj.weight",
+                                                "blocks.0.attn.qkv.weight", "blocks.11.mlp.fc2.bias", "norm.weight")] \
         == [0, 0, 0, 1, 12, 13]
+    nat, _ = create_backbone("nat_mini", img_size=32)  # blocks counted across stages, downsamplers go with the next
+    layers, depth = layer_ids(nat)
+    assert depth == 3 + 4 + 6 + 5 and layers["levels.1.blocks.0.attn.qkv.weight"] == 4
+    assert layers["levels.0.downsample.reduction.weight"] == 4 and layers["norm.weight"] == depth + 1
+    assert layers[next(n for n, _ in nat.named_parameters())] == 0
     scale = {id(p): (g["lr_scale"], g["backbone"]) for g in param_groups(student, layer_decay=0.5) for p in g["params"]}
     assert scale[id(backbone.patch_embed.proj.weight)] == (0.5 ** 13, True)
     assert scale[id(backbone.blocks[11].attn.qkv.weight)] == (0.5, True)
