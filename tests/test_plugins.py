@@ -52,11 +52,11 @@ class EdgeHead(dinomed.TaskHead):
         super().__init__(levels, blocks[-1:])
         self.conv = nn.Conv2d(self.dims[-1], num_classes, 1)
 
-    def forward(self, features: Any, size: tuple[int, int]) -> torch.Tensor:
-        return F.interpolate(self.conv(features[-1][0]), size=tuple(size), mode="bilinear", align_corners=False)
+    def forward(self, features: Any, images: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.conv(features[-1][0]), size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     @classmethod
-    def options(cls, cfg: Any, num_classes: int | None) -> dict[str, Any]:
+    def options(cls, cfg: Any, num_classes: int | None, channels: int) -> dict[str, Any]:
         return {"num_classes": num_classes or 2}
 
     @classmethod

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from dinomed.config import option
 from dinomed.registry import TASK_HEADS
 
+DECODERS = ("fusion", "dpt")  # the dense heads' decoders (dinomed.finetuning.heads.DenseDecoder)
+
 MODES = ("lora", "full", "frozen")
 
 
@@ -37,7 +39,13 @@ class FinetuneConfig:
     max_depth: float = option(10.0, "largest depth predicted and evaluated (data units); larger ground truth ignored",
                               min=0.0)
     gradient_weight: float = option(0.5, "weight of the gradient-matching term next to SiLog", min=0.0)
-    head_hidden: int = option(128, "channels of the seg/depth fusion decoder (the cls head is linear)", min=2)
+    head_hidden: int = option(128, "channels of the seg/depth decoder (the cls head is linear)", min=2)
+    decoder: str = option(
+        "fusion", "seg/depth decoder: fusion (the blocks' maps concatenated, one x4 upsample: cheap) or dpt (DPT's "
+        "reassemble-and-fuse pyramid at 1/4..1/32, Ranftl et al. 2021)", choices=DECODERS)
+    detail: bool = option(
+        False, "a detail branch: a small strided conv stem on the input image whose 1/2 and 1/4 maps join DPT's last "
+        "fusion steps, so edges come from pixels (decoder dpt; trained with the head)")
     augment: bool = option(True, "paired training augmentation from the modality preset (geometry moves image and "
                            "mask/depth together; strength: augment.strength); false = the eval transform only")
     epochs: int = option(50, "maximum epochs over the labelled train images", min=1)
@@ -58,5 +66,7 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.min_depth >= self.max_depth:
             raise ValueError(f"min_depth ({self.min_depth}) must be below max_depth ({self.max_depth})")
+        if self.detail and self.decoder != "dpt":
+            raise ValueError("detail: true needs decoder: dpt (the branch joins DPT's finest fusion steps)")
         if self.mode == "lora" and not self.lora_targets:
             raise ValueError("mode 'lora' needs at least one lora_targets entry, e.g. [k, v]")

@@ -2,7 +2,9 @@
 metric that early stopping and tuning follow.
 
 A head reads ``features`` (one ``(patches, cls)`` pair per selected backbone block, see
-:func:`~dinomed.models.decoders.backbone_features`) and returns full-resolution outputs for an ``(H, W)`` image.
+:func:`~dinomed.models.decoders.backbone_features`) and the input images, and returns full-resolution outputs. The
+dense heads decode with ``decoder="fusion"`` (concat + one upsample) or ``"dpt"`` (DPT's pyramid), the latter with
+an optional ``detail`` branch on the pixels.
 A new task is a subclass registered with :func:`register_head`; ``finetune.task: <name>`` then selects it::
 
     @register_head("edges")
@@ -22,16 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dinomed.finetuning.config import DECODERS
 from dinomed.models.backbones import FeatureLevels
-from dinomed.models.decoders import Features, FusionDecoder, evenly_spaced_blocks, stack_maps
+from dinomed.models.decoders import DPTDecoder, Features, FusionDecoder, evenly_spaced_blocks, stack_maps
 from dinomed.registry import TASK_HEADS
 
 if TYPE_CHECKING:
     from dinomed.data.records import ImageDataset
     from dinomed.finetuning.config import FinetuneConfig
 
-__all__ = ["TaskHead", "Metrics", "register_head", "build_head", "head_class", "SegmentationHead", "DepthHead",
-           "ClassificationHead"]
+__all__ = ["TaskHead", "DenseDecoder", "DECODERS", "Metrics", "register_head", "build_head", "head_class",
+           "SegmentationHead", "DepthHead", "ClassificationHead"]
 
 
 class Metrics(Protocol):
@@ -73,7 +76,7 @@ class TaskHead(nn.Module):
         self.dims = [levels.dims[b] for b in self.blocks]  # channels of each map the head reads
         self.strides = [levels.strides[b] for b in self.blocks]  # and its stride on the input image
 
-    def forward(self, features: Features, size: tuple[int, int]) -> torch.Tensor:  # pragma: no cover - abstract
+    def forward(self, features: Features, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     @classmethod
@@ -82,8 +85,9 @@ class TaskHead(nn.Module):
         return None
 
     @classmethod
-    def options(cls, cfg: FinetuneConfig, num_classes: int | None) -> dict[str, Any]:
-        """Constructor keyword arguments from the ``finetune`` section (saved with the model)."""
+    def options(cls, cfg: FinetuneConfig, num_classes: int | None, channels: int) -> dict[str, Any]:
+        """Constructor keyword arguments from the ``finetune`` section and the images' ``channels`` (saved with
+        the model)."""
         return {}
 
     @classmethod
@@ -118,16 +122,16 @@ class SegmentationHead(TaskHead):
 
     target, primary_metric = "mask", "dice"
 
-    def __init__(self, levels: FeatureLevels, blocks: list[int], *, num_classes: int = 2, hidden: int = 128) -> None:
+    def __init__(self, levels: FeatureLevels, blocks: list[int], *, num_classes: int = 2, hidden: int = 128,
+                 decoder: str = "fusion", detail: int | None = None) -> None:
         super().__init__(levels, blocks)
         if num_classes < 2:
             raise ValueError(f"num_classes counts background and must be >= 2, got {num_classes}")
         self.num_classes = num_classes
-        self.decoder = FusionDecoder(sum(self.dims), hidden, num_classes)
+        self.decoder = DenseDecoder(self.dims, self.strides, hidden, num_classes, decoder, detail)
 
-    def forward(self, features: Features, size: tuple[int, int]) -> torch.Tensor:
-        x = self.decoder(stack_maps([patches for patches, _ in features]))
-        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    def forward(self, features: Features, images: torch.Tensor) -> torch.Tensor:
+        return self.decoder([patches for patches, _ in features], images)
 
     @classmethod
     def infer_classes(cls, dataset: ImageDataset, indices: Sequence[int]) -> int:
@@ -136,8 +140,8 @@ class SegmentationHead(TaskHead):
         return max(2, seen + 1)
 
     @classmethod
-    def options(cls, cfg: FinetuneConfig, num_classes: int | None) -> dict[str, Any]:
-        return {"num_classes": num_classes or 2, "hidden": cfg.head_hidden}
+    def options(cls, cfg: FinetuneConfig, num_classes: int | None, channels: int) -> dict[str, Any]:
+        return {"num_classes": num_classes or 2, **dense_options(cfg, channels)}
 
     @classmethod
     def loss(cls, cfg: FinetuneConfig) -> nn.Module:
@@ -165,7 +169,7 @@ class DepthHead(TaskHead):
     target, primary_metric, higher_is_better = "depth", "abs_rel", False
 
     def __init__(self, levels: FeatureLevels, blocks: list[int], *, bins: int = 256, min_depth: float = 1e-3,
-                 max_depth: float = 10.0, hidden: int = 128) -> None:
+                 max_depth: float = 10.0, hidden: int = 128, decoder: str = "fusion", detail: int | None = None) -> None:
         super().__init__(levels, blocks)
         if not 0 < min_depth < max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth} and {max_depth}")
@@ -173,18 +177,17 @@ class DepthHead(TaskHead):
             raise ValueError(f"bins must be >= 2, got {bins}")
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.register_buffer("centers", torch.linspace(min_depth, max_depth, bins), persistent=False)
-        self.decoder = FusionDecoder(2 * sum(self.dims), hidden, bins)
+        self.decoder = DenseDecoder([2 * d for d in self.dims], self.strides, hidden, bins, decoder, detail)
 
-    def forward(self, features: Features, size: tuple[int, int]) -> torch.Tensor:
+    def forward(self, features: Features, images: torch.Tensor) -> torch.Tensor:
         maps = [torch.cat([p, cls[:, :, None, None].expand_as(p)], dim=1) for p, cls in features]
-        probs = self.decoder(stack_maps(maps)).float().softmax(dim=1)
-        depth = torch.einsum("bkhw,k->bhw", probs, self.centers)[:, None]
-        return F.interpolate(depth, size=tuple(size), mode="bilinear", align_corners=False)
+        probs = self.decoder(maps, images).float().softmax(dim=1)
+        return torch.einsum("bkhw,k->bhw", probs, self.centers)[:, None]
 
     @classmethod
-    def options(cls, cfg: FinetuneConfig, num_classes: int | None) -> dict[str, Any]:
+    def options(cls, cfg: FinetuneConfig, num_classes: int | None, channels: int) -> dict[str, Any]:
         return {"bins": cfg.depth_bins, "min_depth": cfg.min_depth, "max_depth": cfg.max_depth,
-                "hidden": cfg.head_hidden}
+                **dense_options(cfg, channels)}
 
     @classmethod
     def loss(cls, cfg: FinetuneConfig) -> nn.Module:
@@ -215,7 +218,7 @@ class ClassificationHead(TaskHead):
         nn.init.trunc_normal_(self.linear.weight, std=0.01)
         nn.init.zeros_(self.linear.bias)
 
-    def forward(self, features: Features, size: tuple[int, int]) -> torch.Tensor:
+    def forward(self, features: Features, images: torch.Tensor) -> torch.Tensor:
         patches, cls = features[-1]
         return self.linear(torch.cat([cls, patches.mean(dim=(2, 3))], dim=1))
 
@@ -224,7 +227,7 @@ class ClassificationHead(TaskHead):
         return len(dataset.class_names or []) or int(max(dataset.labels())) + 1
 
     @classmethod
-    def options(cls, cfg: FinetuneConfig, num_classes: int | None) -> dict[str, Any]:
+    def options(cls, cfg: FinetuneConfig, num_classes: int | None, channels: int) -> dict[str, Any]:
         return {"num_classes": num_classes or 2}
 
     @classmethod
@@ -238,6 +241,37 @@ class ClassificationHead(TaskHead):
         from dinomed.finetuning.metrics import ClassificationMetrics
 
         return ClassificationMetrics(num_classes or 2)
+
+
+def dense_options(cfg: FinetuneConfig, channels: int) -> dict[str, Any]:
+    """The decoder settings of the dense heads (``finetune.decoder``, ``detail``, ``head_hidden``)."""
+    return {"hidden": cfg.head_hidden, "decoder": cfg.decoder, "detail": channels if cfg.detail else None}
+
+
+class DenseDecoder(nn.Module):
+    """The decoder of a dense head: maps of the selected levels + the images -> logits at the images' (H, W).
+
+    ``fusion``: the maps stacked at the finest one, :class:`~dinomed.models.decoders.FusionDecoder`, resized;
+    ``dpt``: :class:`~dinomed.models.decoders.DPTDecoder` (4 levels), with a detail branch on the ``detail``-
+    channel images when given (DPT only: it joins DPT's finest fusion steps).
+    """
+
+    def __init__(self, dims: list[int], strides: list[int], hidden: int, out: int, kind: str,
+                 detail: int | None) -> None:
+        super().__init__()
+        if kind not in DECODERS:
+            raise ValueError(f"unknown decoder '{kind}'; valid decoders are {list(DECODERS)}")
+        if kind == "fusion" and detail is not None:
+            raise ValueError("the detail branch joins DPT's fusion steps: set finetune.decoder=dpt with finetune.detail")
+        self.kind = kind
+        self.net = (FusionDecoder(sum(dims), hidden, out) if kind == "fusion"
+                    else DPTDecoder(dims, strides, hidden=hidden, out_channels=out, detail=detail))
+
+    def forward(self, maps: list[torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        size = tuple(images.shape[-2:])
+        if self.kind == "dpt":
+            return self.net(maps, size, image=images if self.net.detail_channels else None)
+        return F.interpolate(self.net(stack_maps(maps)), size=size, mode="bilinear", align_corners=False)
 
 
 def build_head(task: str, levels: FeatureLevels, *, blocks: list[int] | None = None, **kwargs: Any) -> TaskHead:

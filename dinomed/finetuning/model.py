@@ -18,7 +18,7 @@ from torch import nn
 from dinomed.files import atomic_write
 from dinomed.finetuning.heads import TaskHead, build_head
 from dinomed.models.backbones import BackboneSpec, feature_levels, load_backbone, save_backbone
-from dinomed.models.decoders import backbone_features
+from dinomed.models.decoders import DetailBranch, backbone_features
 from dinomed.models.lora import LoraSettings, apply_lora, load_lora, merge_lora
 
 MODEL_DIR = "model"
@@ -39,7 +39,7 @@ class FinetunedModel(nn.Module):
         return self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(backbone_features(self.vit, images, self.head.blocks), images.shape[-2:])
+        return self.head(backbone_features(self.vit, images, self.head.blocks), images)
 
     def predict(self, image: Any) -> Any:
         """Mask (H, W) int64, depth (H, W) float32 or class probabilities (K,) for one image (array or path)."""
@@ -57,10 +57,33 @@ def adapt(backbone: nn.Module, mode: str, lora: LoraSettings) -> nn.Module:
     return backbone
 
 
-def parameter_counts(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameters."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+def parameter_report(model: FinetunedModel) -> dict[str, int]:
+    """Where the parameters are and which of them train: the backbone's own weights (frozen / trained), LoRA
+    adapters, the head (its detail branch counted apart too) and the totals. Printed at the start of a
+    fine-tune and saved in ``metrics.json``, so a run says what it adapted."""
+    def count(params: Any, trainable: bool | None = None) -> int:
+        return sum(p.numel() for p in params if trainable is None or p.requires_grad == trainable)
+
+    backbone = [p for n, p in model.backbone.named_parameters() if "lora_" not in n]
+    detail = [p for m in model.head.modules() if isinstance(m, DetailBranch) for p in m.parameters()]
+    report = {"backbone_frozen": count(backbone, False), "backbone_trained": count(backbone, True),
+              "lora": count(p for n, p in model.backbone.named_parameters() if "lora_" in n),
+              "head": count(model.head.parameters()),
+              "detail": count(detail)}
+    report["trainable"], report["total"] = count(model.parameters(), True), count(model.parameters())
+    return report
+
+
+def describe_parameters(report: dict[str, int]) -> str:
+    """One line for the console: ``trainable X of Y (Z %): LoRA a, head b (detail c), backbone d``."""
+    parts = [f"LoRA {report['lora']:,}"] if report["lora"] else []
+    head = f"head {report['head']:,}" + (f" (detail branch {report['detail']:,})" if report["detail"] else "")
+    parts.append(head)
+    if report["backbone_trained"]:
+        parts.append(f"backbone {report['backbone_trained']:,}")
+    share = 100 * report["trainable"] / max(report["total"], 1)
+    return (f"Trainable parameters [bold]{report['trainable']:,}[/] of {report['total']:,} ({share:.2f} %): "
+            f"{', '.join(parts)}; frozen backbone {report['backbone_frozen']:,}.")
 
 
 def save_model(model: FinetunedModel, spec: BackboneSpec, folder: Path, *, base: nn.Module | None = None) -> Path:

@@ -33,7 +33,7 @@ from dinomed.data.splits import SPLITS_FILE, Splits, splits_for
 from dinomed.engine import METRICS_FILE, Engine, StopRequest, TrainingDiverged, load_checkpoint, progress_bar
 from dinomed.files import write_json
 from dinomed.finetuning.heads import build_head, head_class
-from dinomed.finetuning.model import MODEL_DIR, FinetunedModel, adapt, parameter_counts, save_model
+from dinomed.finetuning.model import MODEL_DIR, FinetunedModel, adapt, describe_parameters, parameter_report, save_model
 from dinomed.models.backbones import feature_levels, resolve_backbone
 from dinomed.models.lora import LoraSettings
 from dinomed.recipe import Recipe
@@ -158,7 +158,7 @@ class FinetuneTrainer:
         base, spec = resolve_backbone(cfg.backbone, arch=cfg.arch or (None if cfg.backbone != "random" else self.recipe.model.arch),
                                       in_chans=self.recipe.data.channels, img_size=cfg.image_size)
         num_classes = cfg.num_classes or self.head_cls.infer_classes(dataset, self.splits.labelled)
-        head_kwargs = self.head_cls.options(cfg, num_classes)
+        head_kwargs = self.head_cls.options(cfg, num_classes, self.recipe.data.channels)
         head = build_head(cfg.task, feature_levels(base), blocks=cfg.blocks, **head_kwargs)
         keep = {k: v.clone() for k, v in base.state_dict().items()} if cfg.mode != "full" else None
         lora = LoraSettings(tuple(cfg.lora_targets), cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
@@ -168,9 +168,7 @@ class FinetuneTrainer:
                 "input": input_signature(dataset), "class_names": dataset.class_names,
                 "backbone_source": spec.meta.get("source"), "data": to_dict(self.recipe.data)}
         model = FinetunedModel(backbone, head, info)
-        trainable, total = parameter_counts(model)
-        self.console.print(f"Mode [bold]{cfg.mode}[/]: trainable parameters [bold]{trainable:,}[/] of {total:,} "
-                           f"({100 * trainable / total:.2f} %).")
+        self.console.print(f"Mode [bold]{cfg.mode}[/]. " + describe_parameters(parameter_report(model)))
         plain = None
         if keep is not None:
             import timm
@@ -323,8 +321,7 @@ class FinetuneTrainer:
         metrics = {"task": self.cfg.task, "mode": self.cfg.mode, "best_epoch": best["epoch"], "epochs": self.epoch,
                    "steps": self.step, "val": self.evaluate("val"),
                    "test": self.evaluate("test") if self.splits.test else None,
-                   "labelled": len(self.splits.labelled), "parameters": dict(zip(("trainable", "total"),
-                                                                                 parameter_counts(self.model)))}
+                   "labelled": len(self.splits.labelled), "parameters": parameter_report(self.model)}
         self.model.cpu()
         save_model(self.model, self.spec, self.run_dir / MODEL_DIR, base=self.base)
         write_json(self.run_dir / FINAL_METRICS, metrics)

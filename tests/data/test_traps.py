@@ -63,7 +63,7 @@ def test_nan_voxels_become_zero_and_an_all_nan_slice_names_the_file(tmp_path: Pa
     volume[:4, :4, 0] = np.nan
     volume[5, 5, 0] = np.inf
     volume[:, :, 1] = np.nan
-    path = nifti_file(tmp_path / "masked.nii.gz", volume)
+    nifti_file(tmp_path / "masked.nii.gz", volume)
     dataset = FolderDataset(tmp_path, DataConfig(root=str(tmp_path), intensity="percentile"), "oct")
     image = dataset[0]["image"]
     assert np.isfinite(image).all() and image[:4, :4].max() == 0.0 and image[5, 5] == 0.0 and image.max() > 0.9

@@ -75,3 +75,29 @@ def test_not_a_checkpoint_backbone(tmp_path: Path, tiny: list[str]) -> None:
     bad.write_text("not weights")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         finetune("endoscopy", task="seg", backbone=str(bad), overrides=tiny, out=tmp_path / "run")
+
+
+@pytest.mark.parametrize("task", ["seg", "depth"])
+def test_dpt_with_detail_trains_saves_and_merges(tmp_path: Path, tiny: list[str], task: str) -> None:
+    run = finetune("endoscopy", task=task, labels=0.5, out=tmp_path / "run",
+                   overrides=[*tiny, "finetune.decoder=dpt", "finetune.detail=true", "finetune.head_hidden=16"])
+    counts = run.metrics["parameters"]
+    assert counts["detail"] > 0 and counts["lora"] > 0 and counts["backbone_trained"] == 0
+    assert counts["trainable"] == counts["lora"] + counts["head"]
+    assert counts["total"] == counts["trainable"] + counts["backbone_frozen"]
+    model = load_model(run.run_dir)
+    assert model.info["head"]["decoder"] == "dpt" and model.info["head"]["detail"] == 3
+    x = torch.rand(2, 3, 32, 48)
+    merged = load_backbone(merge(run.run_dir, tmp_path / "merged")).eval()
+    with torch.no_grad():
+        adapted = model(x)
+        model.backbone = merged  # the same head on the merged plain ViT
+        torch.testing.assert_close(model(x), adapted, atol=1e-4, rtol=1e-4)
+    assert adapted.shape[-2:] == (32, 48)
+
+
+def test_detail_needs_the_dpt_decoder(tmp_path: Path, tiny: list[str]) -> None:
+    with pytest.raises(ValueError, match="detail: true needs decoder: dpt"):
+        finetune("endoscopy", task="seg", overrides=[*tiny, "finetune.detail=true"], out=tmp_path / "run")
+    with pytest.raises(ValueError, match="decoder.*fusion.*dpt|fusion, dpt|'fusion', 'dpt'"):
+        finetune("endoscopy", task="seg", overrides=[*tiny, "finetune.decoder=unet"], out=tmp_path / "run2")
