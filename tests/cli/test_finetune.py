@@ -13,8 +13,7 @@ from dinomed.cli import main
 TINY = ["finetune.image_size=32", "finetune.epochs=1", "finetune.batch_size=4", "data.phantom.count=24",
         "data.phantom.size=[32,32]", "data.num_workers=0", "model.arch=vit_tiny_patch16_224"]
 SETS = [arg for item in TINY for arg in ("--set", item)]
-
-
+DPT_DETAIL = ["--set", "finetune.decoder=dpt", "--set", "finetune.detail=true", "--set", "finetune.head_hidden=16"]
 
 
 def _one_line(err: str) -> str:
@@ -23,10 +22,11 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=[[], DPT_DETAIL], ids=["fusion", "dpt-detail"])
+def run_dir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     out = tmp_path_factory.mktemp("cli") / "seg"
-    main(["finetune", "--recipe", "endoscopy", "--task", "seg", "--labels", "0.5", "--lora", "--out", str(out), *SETS])
+    main(["finetune", "--recipe", "endoscopy", "--task", "seg", "--labels", "0.5", "--lora", "--out", str(out), *SETS,
+          *request.param])
     return out
 
 
