@@ -1,5 +1,6 @@
 """Quick-profile runs learn: a tiny run optimises the DINO objective without collapsing (natural-shapes phantom),
-and the README demo (OCT phantom) beats the same ViT at random init in kNN on held-out patients.
+and the README demo (OCT phantom) beats the same ViT at random init in kNN on held-out patients, which its own
+verdict (the online probes, ``dinomed.ssl.probes``) also says.
 
 The demo is the smallest run whose kNN gain is consistent: 128-step runs were within seed noise of random init
 (README, "Does the demo learn?"). ``benchmarks/bench_pretrain.py`` reports the same comparison as a table.
@@ -44,3 +45,4 @@ def test_demo_pretrain_beats_random_init_in_knn(tmp_path: Path, monkeypatch: pyt
     pretrained = knn_eval(backbone=run.run_dir, dataset=held_out, splits=splits).metrics["test"]["top1"]
     random_init = knn_eval(run.run_dir / "config.yaml", backbone="random", dataset=held_out, splits=splits).metrics["test"]["top1"]
     assert pretrained > random_init + 0.04, (pretrained, random_init)
+    assert run.metrics["verdict"] == "learning", run.metrics  # the online probes agree with the held-out kNN
