@@ -20,7 +20,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +69,11 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(cross / ((x.T @ x).norm() * (y.T @ y).norm()).clamp_min(1e-12))
 
 
-def probe_indices(dataset: ImageDataset, count: int, seed: int) -> list[int]:
-    """``count`` items (all if fewer) drawn without replacement, seeded: the same images every probe."""
+def probe_indices(items: Sized, count: int, seed: int) -> list[int]:
+    """``count`` positions in ``items`` (a dataset, a split; all if fewer) drawn without replacement, seeded: the
+    same images every probe."""
     rng = np.random.default_rng(seed)
-    return sorted(rng.choice(len(dataset), size=min(count, len(dataset)), replace=False).tolist())
+    return sorted(rng.choice(len(items), size=min(count, len(items)), replace=False).tolist())
 
 
 @dataclass
