@@ -10,8 +10,14 @@ subsets (5 / 10 / 25 / 100 % of the train split) and the same seeds, at an equal
 * ``unet``              MONAI UNet from scratch at 144x192, the issue's baseline (Dice ~0.48 with 10 % labels and
                         ~0.62 with all, in 6 CPU-minutes)
 
-Every run is a fresh subprocess, so its peak resident memory (VmHWM) is its own. All runs use the paired
-training augmentation of the endoscopy preset. ``--pretrain-epochs`` pretrains on the *train split's* frames only
+Each ViT method runs once per ``--decoders`` entry: ``fusion`` (the blocks' maps concatenated, one upsample), ``dpt``
+(DPT's reassemble-and-fuse pyramid) or ``dpt+detail`` (DPT plus the detail branch on the pixels); the method is then
+named e.g. ``lora-random/dpt+detail``.
+
+Every run is a fresh subprocess, so its peak resident memory (VmHWM) is its own, and writes ``bench_result.json``
+in its folder: rerunning with the same ``--work`` skips finished runs. All runs use the paired training
+augmentation of the endoscopy preset. With ``--overlay``, every seg run of the first seed at the smallest budget
+predicts one fixed test frame, drawn side by side in ``docs/images/label_scarce_overlay.png``. ``--pretrain-epochs`` pretrains on the *train split's* frames only
 (never the val/test sequences). ``--tasks seg depth`` adds the depth variant on the endoscopy phantom (known metric
 depth): AbsRel and delta < 1.25 per method (ViT methods only). Results: a rich table and
 ``benchmarks/results/label_scarce.md`` (``--out``).
@@ -21,6 +27,8 @@ Usage::
     python benchmarks/bench_label_scarce.py --smoke                       # seconds-sized check of every path
     python benchmarks/bench_label_scarce.py --pretrained runs/cvc-dino --minutes 6 --seeds 0 1 2
     python benchmarks/bench_label_scarce.py --pretrain-epochs 20 --budgets 0.1 --methods lora-random unet --seeds 0
+    python benchmarks/bench_label_scarce.py --pretrained RUN --methods lora-pretrained lora-random unet \
+        --decoders fusion dpt dpt+detail --budgets 0.1 1 --tasks seg depth --overlay
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ import numpy as np
 CVC = Path(__file__).resolve().parents[2] / "shared" / "data" / "endoscopy" / "cvc-clinicdb"
 RESULTS = Path(__file__).resolve().parent / "results" / "label_scarce.md"
 METHODS = ("lora-pretrained", "lora-random", "full-random", "frozen-pretrained", "unet")
+DECODERS = {"fusion": [], "dpt": ["finetune.decoder=dpt"], "dpt+detail": ["finetune.decoder=dpt", "finetune.detail=true"]}
+OVERLAY = Path(__file__).resolve().parents[1] / "docs" / "images" / "label_scarce_overlay.png"
+RESULT_FILE = "bench_result.json"
 PRETRAINED = ("lora-pretrained", "frozen-pretrained")
 UNET_SIZE = (144, 192)
 
@@ -55,11 +66,11 @@ def data_overrides(cvc: Path, budget: float | None, manifest: Path | None = None
     return [*sets, f"data.labelled={'null' if budget is None else budget}"]
 
 
-def vit_overrides(args: argparse.Namespace, method: str, seed: int) -> list[str]:
+def vit_overrides(args: argparse.Namespace, method: str, seed: int, decoder: str = "fusion") -> list[str]:
     sets = [f"finetune.image_size={args.size}", f"finetune.batch_size={args.batch_size}", "finetune.epochs=100000",
             "finetune.patience=100000", f"finetune.max_minutes={args.minutes}", f"finetune.seed={seed}",
             f"finetune.lr={args.lr}", f"finetune.val_every={args.val_every}", f"model.arch={args.arch}",
-            "train.num_threads=" + str(args.threads)]
+            f"finetune.head_hidden={args.head_hidden}", "train.num_threads=" + str(args.threads), *DECODERS[decoder]]
     if method == "full-random":  # from scratch: the backbone needs the head's learning rate, not the 1e-5 of tuning
         sets.append(f"finetune.backbone_lr={args.lr}")
     return sets
@@ -75,8 +86,12 @@ def run_vit(job: dict[str, Any]) -> dict[str, Any]:
     mode = job["method"].split("-")[0]
     result = finetune("endoscopy", task=job["task"], backbone=job["backbone"], mode=mode, overrides=job["overrides"],
                       out=job["out"], console=Console(quiet=True))
+    if job.get("overlay") is not None:
+        from dinomed.api import load_model
+
+        np.save(Path(job["out"]) / "overlay.npy", load_model(job["out"]).predict(overlay_image(job)).astype(np.uint8))
     return {**result.metrics["test"], "epochs": result.metrics["epochs"], "steps": result.metrics["steps"],
-            "labelled": result.metrics["labelled"]}
+            "labelled": result.metrics["labelled"], "trainable": result.metrics["parameters"]["trainable"]}
 
 
 def run_unet(job: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +155,72 @@ def run_unet(job: dict[str, Any]) -> dict[str, Any]:
         if dice > best:
             best, best_state = dice, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
-    return {**score("test"), "epochs": epoch, "steps": steps, "labelled": len(splits.labelled)}
+    if job.get("overlay") is not None:
+        from dinomed.augment.backend import resize
+
+        frame = overlay_image(job)
+        with torch.no_grad():
+            small = model.eval()(evaluate_tf(frame)["image"][None]).argmax(1)[0].numpy().astype(np.uint8)
+        Path(job["out"]).mkdir(parents=True, exist_ok=True)
+        np.save(Path(job["out"]) / "overlay.npy", resize(small, frame.shape[:2], nearest=True))
+    return {**score("test"), "epochs": epoch, "steps": steps, "labelled": len(splits.labelled),
+            "trainable": sum(p.numel() for p in model.parameters())}
+
+
+def overlay_image(job: dict[str, Any]) -> np.ndarray:
+    """The overlay frame (dataset index ``job["overlay"]``) as the model reads it: float (H, W, 3) in [0, 1]."""
+    from dinomed.data.datasets import build_dataset
+    from dinomed.recipe import load_recipe
+
+    recipe = load_recipe("endoscopy", overrides=job["overrides"])
+    return build_dataset(recipe.data, "endoscopy")[job["overlay"]]["image"]
+
+
+def overlay_frame(cvc: Path) -> tuple[int, np.ndarray, np.ndarray]:
+    """A fixed test frame for the figure: of the test frames, the one with the median polyp area (index, image,
+    mask)."""
+    from dinomed.data.datasets import build_dataset
+    from dinomed.data.splits import splits_for
+    from dinomed.finetuning.trainer import TaskView
+    from dinomed.recipe import load_recipe
+
+    recipe = load_recipe("endoscopy", overrides=data_overrides(cvc, None))
+    dataset = build_dataset(recipe.data, "endoscopy")
+    test = splits_for(TaskView(dataset, "mask"), recipe.data).test
+    areas = sorted((float((dataset[i]["mask"] > 0).mean()), i) for i in test[:: max(1, len(test) // 40)])
+    index = areas[len(areas) // 2][1]
+    return index, dataset[index]["image"], dataset[index]["mask"]
+
+
+def overlay_figure(results: list[dict[str, Any]], frame: tuple[int, np.ndarray, np.ndarray], path: Path) -> None:
+    """The overlay frame with the ground truth (green) and each method's prediction (red) outlined."""
+    import cv2
+    from matplotlib.figure import Figure
+
+    from dinomed.report.plots import to_png
+
+    runs = [r for r in results if r.get("overlay") is not None and (Path(r["out"]) / "overlay.npy").is_file()]
+    _, image, truth = frame
+    fig = Figure(figsize=(3.2 * (len(runs) + 1), 3.0))
+    axes = np.atleast_1d(fig.subplots(1, len(runs) + 1))
+
+    def outline(ax: Any, mask: np.ndarray, color: str) -> None:
+        contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        for c in contours:
+            ax.plot(c[:, 0, 0], c[:, 0, 1], color=color, lw=1.2)
+
+    for ax, r in zip(axes, [None, *runs]):
+        ax.imshow(image)
+        outline(ax, truth, "lime")
+        if r is None:
+            ax.set_title("test frame, ground truth", fontsize=8)
+        else:
+            outline(ax, np.load(Path(r["out"]) / "overlay.npy"), "red")
+            ax.set_title(f"{r['method']}\nDice (test split) {r['dice']:.2f}", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(to_png(fig))
 
 
 def worker(job: dict[str, Any]) -> dict[str, Any]:
@@ -162,13 +242,19 @@ def peak_rss_mb() -> float:
 
 
 def in_subprocess(job: dict[str, Any]) -> dict[str, Any]:
-    """``worker(job)`` in a fresh interpreter (own ru_maxrss, no state shared between methods)."""
+    """``worker(job)`` in a fresh interpreter (own ru_maxrss, no state shared between methods); a run whose folder
+    already holds its result is not run again."""
+    saved = Path(job["out"]) / RESULT_FILE
+    if saved.is_file():
+        return json.loads(saved.read_text(encoding="utf-8"))
     env = {**os.environ, "OMP_NUM_THREADS": str(job["threads"]), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True,
                           env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{job['method']} (budget {job['budget']}, seed {job['seed']}) failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    saved.write_text(json.dumps(result), encoding="utf-8")
+    return result
 
 
 # -------------------------------------------------------------------------------------------------- pretraining
@@ -221,6 +307,8 @@ def summarise(results: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[d
             if key in runs[0]:
                 values = np.array([r[key] for r in runs], dtype=float)
                 row[key] = f"{values.mean():.3f} ± {values.std():.3f}"
+        if "trainable" in runs[0]:
+            row["trainable"] = f"{runs[0]['trainable'] / 1e6:.2f} M"
         row.update(minutes=f"{np.mean([r['wall_s'] for r in runs]) / 60:.1f}",
                    steps=f"{np.mean([r['steps'] for r in runs]):.0f}", peak_mb=f"{max(r['peak_mb'] for r in runs):.0f}")
         rows.append(row)
@@ -232,7 +320,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, load: str) -> s
     from rich.table import Table
 
     columns = [c for c in ("task", "method", "budget", "labelled", "seeds", "dice", "iou", "abs_rel", "delta1",
-                           "minutes", "steps", "peak_mb") if any(c in r for r in rows)]
+                           "trainable", "minutes", "steps", "peak_mb") if any(c in r for r in rows)]
     table = Table(title="Label-scarce fine-tuning (test split, mean ± std over seeds)")
     for c in columns:
         table.add_column(c)
@@ -258,6 +346,12 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--pretrain-epochs", type=int,
                         help="pretrain a backbone here for N epochs (--quick profile, train split frames only)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--decoders", nargs="+", default=["fusion"], choices=list(DECODERS),
+                        help="each ViT method once per decoder (finetune.decoder / finetune.detail)")
+    parser.add_argument("--head-hidden", type=int, default=128, help="finetune.head_hidden of the ViT heads")
+    parser.add_argument("--depth-minutes", type=float, help="budget of the depth runs (default --minutes)")
+    parser.add_argument("--overlay", action="store_true",
+                        help="draw one test frame per seg method (first seed, smallest budget) to " + str(OVERLAY))
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.05, 0.1, 0.25, 1.0],
                         help="labelled fractions of the train split (1.0 = all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -290,32 +384,48 @@ def parse() -> argparse.Namespace:
     return args
 
 
-def jobs(args: argparse.Namespace, backbone: str | None, work: Path) -> list[dict[str, Any]]:
+def variants(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(method label, method, decoder): every ViT method once per decoder; the UNet once."""
+    return [(m if m == "unet" or args.decoders == ["fusion"] else f"{m}/{d}", m, d)
+            for m in args.methods for d in (["fusion"] if m == "unet" else args.decoders)]
+
+
+def jobs(args: argparse.Namespace, backbone: str | None, work: Path, overlay: int | None) -> list[dict[str, Any]]:
     out = []
     for budget in args.budgets:
         fraction = None if budget >= 1.0 else budget
-        for method in args.methods:
+        for label, method, decoder in variants(args):
             for seed in args.seeds:
-                base = {"task": "seg", "method": method, "budget": fraction, "seed": seed, "threads": args.threads,
-                        "out": str(work / f"seg-{method}-{budget:g}-{seed}")}
+                base = {"task": "seg", "method": label, "budget": fraction, "seed": seed, "threads": args.threads,
+                        "out": str(work / f"seg-{label.replace('/', '-')}-{budget:g}-{seed}"),
+                        "overlay": overlay if seed == args.seeds[0] and budget == min(args.budgets) else None}
                 if method == "unet":
                     size = (32, 32) if args.smoke else UNET_SIZE
                     out.append({**base, "overrides": data_overrides(args.cvc, fraction), "size": size, "lr": args.lr,
                                 "minutes": args.minutes, "batch_size": args.batch_size, "val_every": args.val_every})
                 else:
-                    out.append({**base, "backbone": backbone if method in PRETRAINED else "random",
-                                "overrides": [*data_overrides(args.cvc, fraction), *vit_overrides(args, method, seed)]})
+                    out.append({**base, "backbone": backbone if method in PRETRAINED else "random", "overrides": [
+                        *data_overrides(args.cvc, fraction), *vit_overrides(args, method, seed, decoder)]})
     return out
 
 
 def depth_jobs(args: argparse.Namespace, backbone: str | None, work: Path) -> list[dict[str, Any]]:
-    """The depth variant: endoscopy phantom (metric depth known), every ViT method, 10 % labels."""
-    phantom = ["data.source=phantom", "data.num_workers=0", "data.labelled=0.1", "data.phantom.count=" +
-               ("48" if args.smoke else "600"), f"data.phantom.size=[{args.size},{args.size}]"]
-    return [{"task": "depth", "method": m, "budget": 0.1, "seed": s, "threads": args.threads,
-             "out": str(work / f"depth-{m}-{s}"), "backbone": backbone if m in PRETRAINED else "random",
-             "overrides": [*phantom, *vit_overrides(args, m, s)]}
-            for m in args.methods if m != "unet" for s in args.seeds]
+    """The depth variant: endoscopy phantom (metric depth known), every ViT method and decoder, each budget, with
+    ``--depth-minutes`` per run."""
+    jobs_ = []
+    for budget in args.budgets:
+        phantom = ["data.source=phantom", "data.num_workers=0", f"data.labelled={'null' if budget >= 1 else budget}",
+                   "data.phantom.count=" + ("48" if args.smoke else "600"), f"data.phantom.size=[{args.size},{args.size}]"]
+        for label, method, decoder in variants(args):
+            if method == "unet":
+                continue
+            for seed in args.seeds:
+                sets = [*phantom, *vit_overrides(args, method, seed, decoder),
+                        f"finetune.max_minutes={args.depth_minutes or args.minutes}"]
+                jobs_.append({"task": "depth", "method": label, "budget": None if budget >= 1 else budget, "seed": seed,
+                              "threads": args.threads, "out": str(work / f"depth-{label.replace('/', '-')}-{budget:g}-{seed}"),
+                              "backbone": backbone if method in PRETRAINED else "random", "overrides": sets})
+    return jobs_
 
 
 def main() -> None:
@@ -333,10 +443,13 @@ def main() -> None:
     backbone = str(args.pretrained) if args.pretrained else None
     if backbone is None and args.pretrain_epochs and any(m in PRETRAINED for m in args.methods):
         backbone = str(pretrain_backbone(args, work))
-    todo = [*(jobs(args, backbone, work) if "seg" in args.tasks else []),
+    frame = overlay_frame(args.cvc) if args.overlay and "seg" in args.tasks else None
+    todo = [*(jobs(args, backbone, work, frame[0] if frame else None) if "seg" in args.tasks else []),
             *(depth_jobs(args, backbone, work) if "depth" in args.tasks else [])]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job is its own subprocess
         results = list(track(pool.map(in_subprocess, todo), total=len(todo), description="label-scarce runs"))
+    if frame is not None:
+        overlay_figure([r for r in results if r["task"] == "seg"], frame, work / OVERLAY.name if args.smoke else OVERLAY)
     rows = summarise(results, ("dice", "iou", "abs_rel", "delta1"))
     text = report(rows, args, load)
     args.out.parent.mkdir(parents=True, exist_ok=True)
