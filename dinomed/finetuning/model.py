@@ -18,7 +18,7 @@ from torch import nn
 from dinomed.files import atomic_write
 from dinomed.finetuning.heads import TaskHead, build_head
 from dinomed.models.backbones import BackboneSpec, feature_levels, load_backbone, save_backbone
-from dinomed.models.decoders import DetailBranch, backbone_features
+from dinomed.models.decoders import backbone_features
 from dinomed.models.lora import LoraSettings, apply_lora, load_lora, merge_lora
 
 MODEL_DIR = "model"
@@ -59,13 +59,14 @@ def adapt(backbone: nn.Module, mode: str, lora: LoraSettings) -> nn.Module:
 
 def parameter_report(model: FinetunedModel) -> dict[str, int]:
     """Where the parameters are and which of them train: the backbone's own weights (frozen / trained), LoRA
-    adapters, the head (its detail branch counted apart too) and the totals. Printed at the start of a
+    adapters, the head (its detail path, the branch and where it joins the decoder, counted apart too) and the
+    totals. Printed at the start of a
     fine-tune and saved in ``metrics.json``, so a run says what it adapted."""
     def count(params: Any, trainable: bool | None = None) -> int:
         return sum(p.numel() for p in params if trainable is None or p.requires_grad == trainable)
 
     backbone = [p for n, p in model.backbone.named_parameters() if "lora_" not in n]
-    detail = [p for m in model.head.modules() if isinstance(m, DetailBranch) for p in m.parameters()]
+    detail = [p for n, p in model.head.named_parameters() if any(part.startswith("detail") for part in n.split("."))]
     report = {"backbone_frozen": count(backbone, False), "backbone_trained": count(backbone, True),
               "lora": count(p for n, p in model.backbone.named_parameters() if "lora_" in n),
               "head": count(model.head.parameters()),
