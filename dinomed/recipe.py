@@ -55,10 +55,12 @@ class Recipe:
 
     def _resolve_adaptation(self) -> None:
         """Fill the null adaptation settings with the defaults of a continued run (``model.init`` set) or of a run
-        from random init; a run directory's ``config.yaml`` then holds the values it actually used."""
+        from random init; a run directory's ``config.yaml`` then holds the values it actually used. A continued
+        run's ``train.freeze_backbone_epochs`` depends on whether the init brings a DINO head, so
+        :func:`dinomed.ssl.run.start_pretraining` sets it once the weights are read."""
         continued = self.model.init is not None
-        if self.train.freeze_backbone_epochs is None:
-            self.train.freeze_backbone_epochs = 1 if continued else 0
+        if self.train.freeze_backbone_epochs is None and not continued:  # continued: once the init is read
+            self.train.freeze_backbone_epochs = 0
         if self.optim.layer_decay is None:
             self.optim.layer_decay = 0.75 if continued else 1.0
         if self.dino.warmup_teacher_temp_epochs is None:

@@ -75,7 +75,9 @@ class TrainConfig:
     stop_when_not_learning: bool = option(
         False, "stop early (checkpoint and export kept) when the probes say the run is not learning after the lr "
         "warm-up: see dinomed.ssl.probes.quality_verdict")
-    freeze_backbone_epochs: int | None = option(
-        None, "epochs at the start during which only the DINO head trains (backbone lr 0). null: 1 when continuing "
-        "from model.init (a fresh head's random targets would otherwise push large gradients into a trained "
-        "backbone), 0 from random init", min=0)
+    freeze_backbone_epochs: float | None = option(
+        None, "epochs (fractions allowed) at the start during which only the DINO head trains (backbone lr 0). null: "
+        "when model.init brings no DINO head, min(1, 0.1 x train.epochs) (a fresh head's random targets would "
+        "otherwise push large gradients into a trained backbone; a tenth of the run at most, so short adaptation "
+        "runs still adapt); 0 when the init brings its own head (a dinomed run, DINO's full checkpoint) and from "
+        "random init", min=0.0)

@@ -32,7 +32,7 @@ from dinomed.engine import (
 from dinomed.data.splits import SPLITS_FILE
 from dinomed.files import atomic_write, write_json
 from dinomed.recipe import Recipe, load_recipe
-from dinomed.ssl.init import InitWeights, apply_init, read_init
+from dinomed.ssl.init import InitReport, InitWeights, apply_init, read_init
 from dinomed.ssl.monitor import HEALTHY, collapse_verdict
 from dinomed.ssl.probes import quality_verdict
 from dinomed.ssl.trainer import CHECKPOINT, DINOTrainer
@@ -66,6 +66,18 @@ def _with_init_arch(recipe: Recipe, weights: InitWeights, console: Console) -> R
     return replace(recipe, model=replace(recipe.model, arch=weights.arch))
 
 
+def _freeze_for_fresh_head(recipe: Recipe, report: InitReport, console: Console) -> None:
+    """Resolve a continued run's null ``train.freeze_backbone_epochs``: min(1, a tenth of the run) when the DINO
+    head is fresh, 0 when the init brought one (its targets are already those of a trained head)."""
+    if recipe.train.freeze_backbone_epochs is not None:
+        return
+    fresh = any(key.startswith("head.") for key in report.initialised)
+    recipe.train.freeze_backbone_epochs = min(1.0, 0.1 * recipe.train.epochs) if fresh else 0.0
+    if fresh:
+        console.print(f"Fresh DINO head: the backbone stays frozen for the first "
+                      f"{recipe.train.freeze_backbone_epochs:g} epoch(s) (train.freeze_backbone_epochs).")
+
+
 def start_pretraining(recipe: Recipe, console: Console) -> DINOTrainer:
     """A new run directory (rank 0 picks the name, creates it and writes the config) and its trainer, started
     from ``model.init`` when the recipe names weights."""
@@ -80,6 +92,7 @@ def start_pretraining(recipe: Recipe, console: Console) -> DINOTrainer:
         if weights is not None:
             report = apply_init(weights, trainer.student, trainer.teacher, trainer.loss_fn)
             trainer.console.print(report.summary(), highlight=False)
+            _freeze_for_fresh_head(recipe, report, trainer.console)
             if process.is_main:
                 write_json(run_dir / INIT_FILE, report.to_dict())
         trainer.calibrate_probes()

@@ -127,7 +127,7 @@ class DINOTrainer:
     def settled_step(self) -> int:
         """The step after which the probes judge the run: the end of the lr warm-up and of any backbone freeze."""
         warmup = int(round(self.recipe.optim.warmup_epochs * self.steps_per_epoch))
-        return max(warmup, self.recipe.train.freeze_backbone_epochs * self.steps_per_epoch)
+        return max(warmup, math.ceil(self.recipe.train.freeze_backbone_epochs * self.steps_per_epoch))
 
     def probe_due(self) -> bool:
         """Whether a probe belongs to the record written at this step: a multiple of ``train.probe_every`` was
@@ -175,7 +175,7 @@ class DINOTrainer:
     # ------------------------------------------------------------------------------------------ step
     def _set_hyperparameters(self, step: int) -> None:
         """Scheduled lr (x each group's layer-decay scale; 0 for the backbone while it is frozen) and weight decay."""
-        frozen = step // self.steps_per_epoch < self.recipe.train.freeze_backbone_epochs
+        frozen = step < self.recipe.train.freeze_backbone_epochs * self.steps_per_epoch
         lr = float(self.schedules.lr[step])
         for group in self.optimization.param_groups:
             group["lr"] = 0.0 if frozen and group["backbone"] else lr * group["lr_scale"]
