@@ -332,7 +332,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, load: str) -> s
              f"Date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
              f"load average at start {load}; {args.minutes} min per run, {args.jobs} run(s) at once with {args.threads} "
              f"thread(s) each, ViT "
-             f"{args.arch} at {args.size} px, UNet at {UNET_SIZE[0]}x{UNET_SIZE[1]}.", "",
+             f"{args.arch} at {args.size} px, UNet at {UNET_SIZE[0]}x{UNET_SIZE[1]}. Split: CVC-ClinicDB has no split "
+             "of its own, so a grouped split by `sequence` (`data.split_seed` 0: whole sequences in train, val or "
+             "test); the depth rows use the endoscopy phantom's grouped split.", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(r.get(c, "-")) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
