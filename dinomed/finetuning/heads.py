@@ -263,6 +263,9 @@ class DenseDecoder(nn.Module):
             raise ValueError(f"unknown decoder '{kind}'; valid decoders are {list(DECODERS)}")
         if kind == "fusion" and detail is not None:
             raise ValueError("the detail branch joins DPT's fusion steps: set finetune.decoder=dpt with finetune.detail")
+        if kind == "dpt" and len(dims) != 4:
+            raise ValueError(f"decoder dpt fuses 4 levels (1/4 .. 1/32 of the image), but the head reads {len(dims)} "
+                             "block(s): give finetune.blocks 4 entries, or leave it unset (4 evenly spaced)")
         self.kind = kind
         self.net = (FusionDecoder(sum(dims), hidden, out) if kind == "fusion"
                     else DPTDecoder(dims, strides, hidden=hidden, out_channels=out, detail=detail))

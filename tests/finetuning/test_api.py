@@ -101,3 +101,6 @@ def test_detail_needs_the_dpt_decoder(tmp_path: Path, tiny: list[str]) -> None:
         finetune("endoscopy", task="seg", overrides=[*tiny, "finetune.detail=true"], out=tmp_path / "run")
     with pytest.raises(ValueError, match="decoder.*fusion.*dpt|fusion, dpt|'fusion', 'dpt'"):
         finetune("endoscopy", task="seg", overrides=[*tiny, "finetune.decoder=unet"], out=tmp_path / "run2")
+    with pytest.raises(ValueError, match=r"decoder dpt fuses 4 levels.*finetune.blocks"):
+        finetune("endoscopy", task="seg", overrides=[*tiny, "finetune.decoder=dpt", "finetune.blocks=[5, 11]"],
+                 out=tmp_path / "run3")
