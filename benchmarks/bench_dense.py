@@ -22,14 +22,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as dinomed/__init__.py: s
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_nat import THREADS, _cpu_seconds, _status_kb  # noqa: E402
+from bench_nat import THREADS, timed_steps  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dense_cost.md"
 ARCHS = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_small_patch8_224", "nat_mini")
@@ -54,18 +53,7 @@ def measure(arch: str, side: int, decoder: str, hidden: int, batch: int, repeats
                       detail=3 if detail else None)
     model = FinetunedModel(adapt(base, "lora", LoraSettings()), head, {}).train()
     images, masks = torch.randn(batch, 3, side, side), torch.randint(0, 2, (batch, side, side))
-    baseline_kb = _status_kb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    wall, cpu = [], []
-    for step in range(repeats + 1):
-        model.zero_grad(set_to_none=True)
-        start, start_cpu = time.perf_counter(), _cpu_seconds()
-        F.cross_entropy(model(images), masks).backward()
-        if step:
-            wall.append(time.perf_counter() - start)
-            cpu.append(_cpu_seconds() - start_cpu)
-    return {"ms": 1e3 * statistics.median(wall), "cpu_ms": 1e3 * statistics.median(cpu),
-            "mb": (_status_kb("VmHWM") - baseline_kb) / 1024, **parameter_report(model)}
+    return {**timed_steps(model, lambda: F.cross_entropy(model(images), masks), repeats), **parameter_report(model)}
 
 
 def run_child(arch: str, side: int, decoder: str, args: argparse.Namespace) -> dict[str, float]:

@@ -37,7 +37,9 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "nat_scaling.md"
 THREADS = 2
@@ -70,18 +72,25 @@ def measure(model_name: str, side: int, batch: int, repeats: int) -> dict[str, f
                                   dynamic_img_size=True)
     model.train()
     images = torch.randn(batch, 3, side, side)
+    return {**timed_steps(model, lambda: model(images).square().mean(), repeats),
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+def timed_steps(model: Any, loss: Callable[[], Any], repeats: int) -> dict[str, float]:
+    """Median wall and CPU ms of ``repeats`` forward + backward steps (after one warm-up step: allocator, index
+    tables) and the extra peak MB they needed over the resident set before them."""
     baseline_kb = _status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     wall, cpu = [], []
     for step in range(repeats + 1):
         model.zero_grad(set_to_none=True)
         start, start_cpu = time.perf_counter(), _cpu_seconds()
-        model(images).square().mean().backward()
-        if step:  # the first step is a warm-up (allocator, index tables)
+        loss().backward()
+        if step:
             wall.append(time.perf_counter() - start)
             cpu.append(_cpu_seconds() - start_cpu)
     return {"ms": 1e3 * statistics.median(wall), "cpu_ms": 1e3 * statistics.median(cpu),
-            "mb": (_status_kb("VmHWM") - baseline_kb) / 1024, "params": sum(p.numel() for p in model.parameters())}
+            "mb": (_status_kb("VmHWM") - baseline_kb) / 1024}
 
 
 def run_child(model_name: str, side: int, batch: int, repeats: int) -> dict[str, float]:
